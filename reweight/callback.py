@@ -1,0 +1,116 @@
+"""ReweightCallback: the thin Lightning adapter around :class:`~reweight.Reweighter`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
+
+from reweight.engine import Reweighter
+
+__all__ = ["ReweightCallback"]
+
+
+def _find_sampler(loader: Any) -> Any:
+    """The index sampler of a DataLoader (its sampler, or its batch sampler's sampler)."""
+    if isinstance(loader, DataLoader):
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        if batch_sampler is not None and hasattr(batch_sampler, "sampler"):
+            return batch_sampler.sampler
+        return loader.sampler
+    return None
+
+
+class ReweightCallback(Callback):
+    """Steps the reweighter after every optimizer step, logs its metrics, checkpoints its state.
+
+    * ``reweighter.step()`` runs once per optimizer step (so gradient accumulation counts one
+      step per update, as Lightning's ``global_step`` does).
+    * Every ``log_every_n_steps`` steps (default: the Trainer's), ``reweighter.metrics()`` goes
+      to every logger in ``trainer.loggers`` under ``prefix``.
+    * Its state (the sampler's stream position and weights included) is saved in checkpoints
+      and restored once the train loader exists, before the first batch is drawn.
+    * Under DDP the sampler gets the trainer's rank and world size; it subclasses
+      ``DistributedSampler``, so Lightning does not wrap it. A loader that does not use the
+      reweighter's sampler is an error that says how to fix it.
+
+    Example:
+        >>> rw = Reweighter(8)
+        >>> callback = ReweightCallback(rw, log_every_n_steps=10)
+        >>> callback.prefix
+        'reweight/'
+    """
+
+    def __init__(
+        self,
+        reweighter: Reweighter,
+        log_every_n_steps: int | None = None,
+        prefix: str = "reweight/",
+    ) -> None:
+        if log_every_n_steps is not None and log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be >= 1, got {log_every_n_steps}.")
+        self.reweighter = reweighter
+        self.log_every_n_steps = log_every_n_steps
+        self.prefix = prefix
+        self._pending_state: Mapping[str, Any] | None = None
+        self._last_step: int | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.reweighter.sampler.set_distributed(trainer.global_rank, trainer.world_size)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_loader(trainer)
+        if self._pending_state is not None:
+            self.reweighter.load_state_dict(self._pending_state)
+            self._pending_state = None
+        self._last_step = trainer.global_step
+
+    def _check_loader(self, trainer: pl.Trainer) -> None:
+        loaders = trainer.train_dataloader
+        candidates = loaders.values() if isinstance(loaders, Mapping) else (
+            loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        )
+        samplers = [_find_sampler(loader) for loader in candidates]
+        if not any(s is self.reweighter.sampler for s in samplers):
+            found = ", ".join(type(s).__name__ for s in samplers) or "none"
+            raise RuntimeError(
+                "ReweightCallback: the train DataLoader does not draw from reweighter.sampler "
+                f"(found: {found}). Build it as DataLoader(dataset, batch_size=..., "
+                "sampler=reweighter.sampler) and do not shuffle; under DDP do not wrap the "
+                "sampler yourself — ReweightSampler already shards by rank."
+            )
+
+    # ------------------------------------------------------------------ steps
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        step = trainer.global_step
+        if self._last_step is not None and step == self._last_step:
+            return  # still accumulating gradients: no optimizer step yet
+        self._last_step = step
+        self.reweighter.step()
+        every = self.log_every_n_steps or trainer.log_every_n_steps
+        if trainer.is_global_zero and step % every == 0 and trainer.loggers:
+            metrics = {self.prefix + k: v for k, v in self.reweighter.metrics().items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.reweighter.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores callbacks before it builds the loaders; apply in on_train_start.
+        self._pending_state = state_dict
