@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["draw_positions", "prefix_sums", "rebuild", "write_items"]
+__all__ = ["draw_positions", "prefix_sums", "range_sums", "rebuild", "write_items"]
 
 
 @njit(cache=True)
@@ -140,6 +140,35 @@ def prefix_sums(
 
 
 @njit(cache=True)
+def range_sums(
+    tree: np.ndarray, level_offsets: np.ndarray, width: int, block_offsets: np.ndarray
+) -> np.ndarray:
+    """Σ of the block sums of each domain [block_offsets[d], block_offsets[d + 1]), adding only
+    tree nodes inside the range (no cancellation against other domains' mass)."""
+    out = np.zeros(block_offsets.size - 1)
+    for d in range(out.size):
+        s, e = block_offsets[d], block_offsets[d + 1]
+        total = 0.0
+        level = 0
+        while s < e and level < level_offsets.size:
+            base = level_offsets[level]
+            if s // width == (e - 1) // width or level == level_offsets.size - 1:
+                for j in range(s, e):
+                    total += tree[base + j]
+                break
+            left_end = (s // width + 1) * width
+            right_start = (e // width) * width
+            for j in range(s, left_end):
+                total += tree[base + j]
+            for j in range(right_start, e):
+                total += tree[base + j]
+            s, e = left_end // width, right_start // width
+            level += 1
+        out[d] = total
+    return out
+
+
+@njit(cache=True)
 def _draw_in_domain(goal: float, first_block: int, last_block: int, factors: np.ndarray) -> int:
     """Exact linear walk over one domain's items (the rare fallback); -1 if it has no mass."""
     width = factors.shape[2]
@@ -179,6 +208,9 @@ def draw_positions(
     domain = np.empty(n, dtype=np.int64)
     target = np.empty(n)
     node = np.zeros(n, dtype=np.int64)
+    # A domain much lighter than the mass before it loses precision in the global walk
+    # (start + u * mass rounds at the scale of start): such domains take the exact walk.
+    exact = domain_starts * 2.0**-20 > domain_masses
     for k in range(n):
         d = min(np.searchsorted(cumulative_probs, u_domain[k], side="right"), num_domains - 1)
         domain[k] = d
@@ -205,7 +237,7 @@ def draw_positions(
     for k in range(n):
         d = domain[k]
         block = node[k]
-        if block_offsets[d] <= block < block_offsets[d + 1]:
+        if not exact[d] and block_offsets[d] <= block < block_offsets[d + 1]:
             t = target[k]
             chosen = -1
             last_positive = -1
@@ -222,7 +254,7 @@ def draw_positions(
             if chosen >= 0:
                 out[k] = block * width + chosen
                 continue
-        fallbacks += 1
+        fallbacks += 0 if exact[d] else 1
         out[k] = _draw_in_domain(
             u_item[k] * domain_masses[d], block_offsets[d], block_offsets[d + 1], factors
         )

@@ -68,6 +68,15 @@ def _as_float_array(name: str, values: ArrayLike, length: int | None = None) -> 
             f"{name} contains {int(bad.sum())} non-finite value(s) (first at position {first}: "
             f"{array[first]!r}); weights must be finite — mask or clip them before passing them."
         )
+    limit = float(np.finfo(np.float32).max)
+    out_of_range = (array > limit) | ((array > 0) & (array < np.finfo(np.float32).tiny))
+    if out_of_range.any():
+        first = int(np.flatnonzero(out_of_range)[0])
+        raise ValueError(
+            f"{name} has {int(out_of_range.sum())} value(s) outside float32's normal range "
+            f"(first at position {first}: {array[first]!r}); weights are stored as float32 — "
+            "rescale them (only ratios matter) into [1.2e-38, 3.4e38] or use 0."
+        )
     negative = array < 0
     if negative.any():
         first = int(np.flatnonzero(negative)[0])
@@ -376,7 +385,9 @@ class ReweightSampler(DistributedSampler):
                 self._tree, self._level_offsets, self.block_size, self._block_offsets
             )
             starts = prefix[:-1]
-            masses = np.maximum(prefix[1:] - starts, 0.0)
+            masses = _kernels.range_sums(
+                self._tree, self._level_offsets, self.block_size, self._block_offsets
+            )
             masses[~self._domain_has_mass] = 0.0
             self._domain_bounds_cache = (starts, masses)
         return self._domain_bounds_cache
@@ -796,7 +807,7 @@ class ReweightSampler(DistributedSampler):
         q_max = float(np.max(np.where(live, pi * largest / safe_mass, 0.0)))
         q_min = float(np.min(np.where(live, pi * smallest / safe_mass, np.inf)))
         ess = 1.0 / sum_q2
-        reachable = int(np.sum(self._counts[live]))
+        reachable = int(np.sum(self._positive_items[live]))
         return {
             "ess": ess,
             "ess_fraction": ess / self.num_items,
