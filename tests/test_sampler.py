@@ -179,6 +179,40 @@ def test_set_domain_probs_normalises() -> None:
     np.testing.assert_allclose(sampler.domain_probs, [0.5, 0.5])
 
 
+@pytest.mark.parametrize("block_size", [1, 3, 16, 255])
+@pytest.mark.parametrize("kind", ["contiguous", "interleaved"])
+def test_block_sizes(block_size: int, kind: str) -> None:
+    rng = np.random.default_rng(block_size)
+    dom = layout(kind, 90, 3, seed=block_size)
+    a = rng.uniform(0.2, 4.0, 90)
+    pi = np.array([0.5, 0.25, 0.25])
+    sampler = ReweightSampler(domains=dom, domain_probs=pi, static_factor=a, block_size=block_size)
+    items = rng.choice(90, 15, replace=False)
+    values = rng.uniform(0.0, 3.0, 15)
+    sampler.update(items, values)
+    b = np.ones(90)
+    b[items] = values
+    q = all_q(sampler)
+    np.testing.assert_allclose(q, brute_force_q(dom, pi, a.astype(np.float32),
+                                                b.astype(np.float32)), rtol=1e-9, atol=1e-15)
+    assert chi2_pvalue(sampler.sample(100_000, seed=3), q) > 1e-3
+
+
+def test_many_domains_interleaved() -> None:
+    k, n = 300, 3000
+    dom = layout("interleaved", n, k, seed=5)
+    pi = np.random.default_rng(6).uniform(0.0, 1.0, k)
+    sampler = ReweightSampler(domains=torch.from_numpy(dom), domain_probs=pi)
+    assert sampler.item_domains(np.arange(n)).tolist() == dom.tolist()
+    q = all_q(sampler)
+    np.testing.assert_allclose(np.bincount(dom, weights=q, minlength=k), pi / pi.sum(),
+                               rtol=1e-9)
+    sampler.update(np.arange(0, n, 7), np.full(len(range(0, n, 7)), 3.0))
+    b = np.ones(n)
+    b[::7] = 3.0
+    np.testing.assert_allclose(all_q(sampler), brute_force_q(dom, pi, np.ones(n), b), rtol=1e-9)
+
+
 # ---------------------------------------------------------------- 1. empirical frequencies
 
 
@@ -536,6 +570,48 @@ def test_load_state_rejects_garbage() -> None:
         sampler.load_state_dict(dict(state, version=999))
 
 
+def test_restore_then_set_epoch_of_the_same_epoch_keeps_the_position() -> None:
+    """Lightning restores the state, then calls set_epoch(current epoch) before iterating."""
+    original = _state_sampler()
+    original.set_epoch(2)
+    it = iter(original)
+    [next(it) for _ in range(333)]
+    state = original.state_dict()
+    restored = _state_sampler()
+    restored.load_state_dict(state)
+    assert restored.epoch == 2
+    restored.set_epoch(2)
+    assert list(restored) == list(it)
+
+
+def test_state_saved_at_the_end_of_an_epoch() -> None:
+    original = _state_sampler()
+    assert len(list(original)) == 1000
+    state = original.state_dict()
+    restored = _state_sampler()
+    restored.load_state_dict(state)
+    assert list(restored) == list(original)  # both start epoch 1
+    assert restored.epoch == original.epoch == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    chunk=st.integers(1, 40),
+    yielded=st.integers(1, 120),
+    data=st.data(),
+)
+def test_replay_property(chunk: int, yielded: int, data: Any) -> None:
+    consumed = data.draw(st.integers(0, yielded))
+    kw: dict[str, Any] = dict(seed=5, chunk_size=chunk, num_samples=200)
+    original = ReweightSampler(30, **kw)
+    it = iter(original)
+    head = [next(it) for _ in range(yielded)]
+    original.update([1, 2], [0.0, 9.0])
+    restored = ReweightSampler(30, **kw)
+    restored.load_state_dict(original.state_dict(consumed=consumed))
+    assert list(restored) == head[consumed:] + list(it)
+
+
 # ---------------------------------------------------------------- 6. shards
 
 
@@ -566,6 +642,25 @@ def test_rank_shards_interleave_to_the_single_process_stream(
     # the padding draws are the continuation of the same global sequence
     padded = list(ReweightSampler(num_samples=per_rank * world, **kw))
     assert interleaved == padded
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    chunk=st.integers(1, 50),
+    world=st.integers(1, 5),
+    num_samples=st.integers(1, 300),
+)
+def test_shard_property(n: int, chunk: int, world: int, num_samples: int) -> None:
+    kw: dict[str, Any] = dict(seed=9, chunk_size=chunk)
+    shards = [
+        list(ReweightSampler(n, num_samples=num_samples, rank=r, world_size=world, **kw))
+        for r in range(world)
+    ]
+    per_rank = math.ceil(num_samples / world)
+    assert all(len(shard) == per_rank for shard in shards)
+    interleaved = [shards[p % world][p // world] for p in range(per_rank * world)]
+    assert interleaved == list(ReweightSampler(n, num_samples=per_rank * world, **kw))
 
 
 def test_set_distributed_matches_constructor_arguments() -> None:
