@@ -165,8 +165,10 @@ class ReweightSampler(DistributedSampler):
         # process group, and we keep our own notion of rank, epoch and length.
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-        if block_size < 1 or block_size > 255:
-            raise ValueError(f"block_size must be in [1, 255], got {block_size}.")
+        if block_size < 2 or block_size > 255:
+            raise ValueError(
+                f"block_size must be in [2, 255] (it is also the tree's fan-out), got {block_size}."
+            )
         self.seed = int(seed)
         self.chunk_size = int(chunk_size)
         self.block_size = int(block_size)

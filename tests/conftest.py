@@ -10,8 +10,8 @@ KNOWN_BUGS = {
     "overflow/underflow in stats(); products are not range-checked yet",
     "test_no_warning_for_zero_mass_domain_that_has_zero_probability": "the zero-mass warning "
     "fires while natural probabilities are in force during construction",
-    "test_stats_emit_no_numpy_warnings_with_a_zero_mass_domain": "stats() divides by a zero "
-    "domain mass before masking it",
+    "test_stats_emit_no_numpy_warnings_with_a_zero_mass_domain": "stats() multiplies π = 0 by "
+    "an infinite smallest weight (0 × inf) for an excluded domain",
 }
 
 

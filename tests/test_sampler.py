@@ -10,6 +10,9 @@ from __future__ import annotations
 import doctest
 import itertools
 import math
+import os
+import subprocess
+import sys
 import warnings
 from typing import Any
 
@@ -179,7 +182,7 @@ def test_set_domain_probs_normalises() -> None:
     np.testing.assert_allclose(sampler.domain_probs, [0.5, 0.5])
 
 
-@pytest.mark.parametrize("block_size", [1, 3, 16, 255])
+@pytest.mark.parametrize("block_size", [2, 3, 16, 255])
 @pytest.mark.parametrize("kind", ["contiguous", "interleaved"])
 def test_block_sizes(block_size: int, kind: str) -> None:
     rng = np.random.default_rng(block_size)
@@ -193,9 +196,40 @@ def test_block_sizes(block_size: int, kind: str) -> None:
     b = np.ones(90)
     b[items] = values
     q = all_q(sampler)
-    np.testing.assert_allclose(q, brute_force_q(dom, pi, a.astype(np.float32),
-                                                b.astype(np.float32)), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(
+        q, brute_force_q(dom, pi, a.astype(np.float32), b.astype(np.float32)), rtol=1e-9, atol=1e-15
+    )
     assert chi2_pvalue(sampler.sample(100_000, seed=3), q) > 1e-3
+
+
+def test_block_size_one_is_rejected_or_works() -> None:
+    """block_size=1 passes validation ([1, 255]); building must then terminate and work.
+
+    Run in a subprocess with a timeout so that a hang fails the test instead of the run.
+    """
+    code = (
+        "import numpy as np\n"
+        "from reweight.sampler import ReweightSampler\n"
+        "try:\n"
+        "    s = ReweightSampler(10, block_size=1, static_factor=np.arange(1, 11))\n"
+        "except ValueError:\n"
+        "    print('rejected')\n"
+        "else:\n"
+        "    q = s.probabilities(np.arange(10))\n"
+        "    assert np.allclose(q, np.arange(1, 11) / 55), q\n"
+        "    d = s.sample(20000, seed=0)\n"
+        "    assert abs(np.mean(d == 9) - 10 / 55) < 0.02\n"
+        "    print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=env
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("ReweightSampler(10, block_size=1) did not finish within 20 s (hang)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in {"ok", "rejected"}
 
 
 def test_many_domains_interleaved() -> None:
@@ -205,8 +239,7 @@ def test_many_domains_interleaved() -> None:
     sampler = ReweightSampler(domains=torch.from_numpy(dom), domain_probs=pi)
     assert sampler.item_domains(np.arange(n)).tolist() == dom.tolist()
     q = all_q(sampler)
-    np.testing.assert_allclose(np.bincount(dom, weights=q, minlength=k), pi / pi.sum(),
-                               rtol=1e-9)
+    np.testing.assert_allclose(np.bincount(dom, weights=q, minlength=k), pi / pi.sum(), rtol=1e-9)
     sampler.update(np.arange(0, n, 7), np.full(len(range(0, n, 7)), 3.0))
     b = np.ones(n)
     b[::7] = 3.0
@@ -388,8 +421,13 @@ def _make(seed: int, **kw: Any) -> ReweightSampler:
     dom = layout("interleaved", 300, 3, seed=30)
     a = np.random.default_rng(31).uniform(0.1, 3.0, 300)
     return ReweightSampler(
-        domains=dom, domain_probs=[0.2, 0.5, 0.3], static_factor=a, seed=seed,
-        chunk_size=128, num_samples=2000, **kw,
+        domains=dom,
+        domain_probs=[0.2, 0.5, 0.3],
+        static_factor=a,
+        seed=seed,
+        chunk_size=128,
+        num_samples=2000,
+        **kw,
     )
 
 
@@ -441,8 +479,12 @@ def _state_sampler(**kw: Any) -> ReweightSampler:
     dom = layout("interleaved", 400, 4, seed=40)
     a = np.random.default_rng(41).uniform(0.1, 3.0, 400)
     base: dict[str, Any] = dict(
-        domains=dom, domain_probs=[0.1, 0.2, 0.3, 0.4], static_factor=a, seed=11,
-        chunk_size=100, num_samples=1000,
+        domains=dom,
+        domain_probs=[0.1, 0.2, 0.3, 0.4],
+        static_factor=a,
+        seed=11,
+        chunk_size=100,
+        num_samples=1000,
     )
     base.update(kw)
     return ReweightSampler(**base)
@@ -766,7 +808,7 @@ def _snapshot(sampler: ReweightSampler) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def _assert_unchanged(sampler: ReweightSampler, snap: tuple[np.ndarray, ...]) -> None:
     after = _snapshot(sampler)
-    for x, y in zip(snap, after):
+    for x, y in zip(snap, after, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
@@ -1104,8 +1146,15 @@ def test_stats_agree_with_probabilities(kind: str) -> None:
     direct = _direct_stats(q)
     stats = sampler.stats()
     expected_keys = {
-        "ess", "ess_fraction", "entropy", "entropy_fraction", "max_min_ratio", "max_prob",
-        "reachable_items", "domain_probs", "update_lag",
+        "ess",
+        "ess_fraction",
+        "entropy",
+        "entropy_fraction",
+        "max_min_ratio",
+        "max_prob",
+        "reachable_items",
+        "domain_probs",
+        "update_lag",
     }
     assert expected_keys <= set(stats)
     for key in ("ess", "entropy", "max_min_ratio", "max_prob"):
@@ -1165,25 +1214,37 @@ _positive_factor = st.integers(1, 80).map(lambda k: k / 8)
 def _scenario(draw: Any) -> dict[str, Any]:
     k = draw(st.integers(1, 5))
     n = draw(st.integers(k, 40))
-    dom = np.array(draw(st.permutations(list(range(k)) + draw(
-        st.lists(st.integers(0, k - 1), min_size=n - k, max_size=n - k)))))
+    dom = np.array(
+        draw(
+            st.permutations(
+                list(range(k))
+                + draw(st.lists(st.integers(0, k - 1), min_size=n - k, max_size=n - k))
+            )
+        )
+    )
     if draw(st.booleans()):
         dom = np.sort(dom)
     static = np.array(draw(st.lists(_positive_factor, min_size=n, max_size=n)))
     pi = np.array(draw(st.lists(st.integers(0, 10), min_size=k, max_size=k)), dtype=np.float64)
     if pi.sum() == 0:
         pi[0] = 1.0
-    ops = draw(st.lists(
-        st.one_of(
-            st.tuples(st.just("update"), st.lists(st.tuples(st.integers(0, n - 1), _factor),
-                                                  min_size=1, max_size=8)),
-            st.tuples(st.just("static"), st.lists(st.tuples(st.integers(0, n - 1), _factor),
-                                                  min_size=1, max_size=8)),
-            st.tuples(st.just("dynamic"), st.lists(_factor, min_size=n, max_size=n)),
-            st.tuples(st.just("pi"), st.lists(st.integers(0, 10), min_size=k, max_size=k)),
-        ),
-        max_size=8,
-    ))
+    ops = draw(
+        st.lists(
+            st.one_of(
+                st.tuples(
+                    st.just("update"),
+                    st.lists(st.tuples(st.integers(0, n - 1), _factor), min_size=1, max_size=8),
+                ),
+                st.tuples(
+                    st.just("static"),
+                    st.lists(st.tuples(st.integers(0, n - 1), _factor), min_size=1, max_size=8),
+                ),
+                st.tuples(st.just("dynamic"), st.lists(_factor, min_size=n, max_size=n)),
+                st.tuples(st.just("pi"), st.lists(st.integers(0, 10), min_size=k, max_size=k)),
+            ),
+            max_size=8,
+        )
+    )
     return dict(k=k, n=n, dom=dom, static=static, pi=pi, ops=ops)
 
 
