@@ -131,8 +131,12 @@ def train(reweight: str, mode: str, steps: int, seed: int, out_dir: Path) -> dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reweight", choices=["both", "none", "mixing"], default="both")
-    parser.add_argument("--mode", choices=["sample", "weight"], default="sample",
-                        help="apply the domain mix by sampling or by loss weights")
+    parser.add_argument(
+        "--mode",
+        choices=["sample", "weight"],
+        default="sample",
+        help="apply the domain mix by sampling or by loss weights",
+    )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs"))
@@ -142,14 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     results = {run: train(run, args.mode, args.steps, args.seed, args.out) for run in runs}
     names = list(DOMAIN_SIZES)
-    print(f"\nvalidation accuracy per domain after {args.steps} steps "
-          f"(domain sizes {list(DOMAIN_SIZES.values())}):")
+    print(
+        f"\nvalidation accuracy per domain after {args.steps} steps "
+        f"(domain sizes {list(DOMAIN_SIZES.values())}):"
+    )
     print(f"{'run':<22}" + "".join(f"{n:>10}" for n in names) + f"{'mean':>10}")
     for run, result in results.items():
         accuracy = [result[f"val/accuracy/{n}"] for n in names]
         label = run if run == "none" else f"{run} ({args.mode})"
-        print(f"{label:<22}" + "".join(f"{a:>10.3f}" for a in accuracy)
-              + f"{np.mean(accuracy):>10.3f}")
+        print(
+            f"{label:<22}"
+            + "".join(f"{a:>10.3f}" for a in accuracy)
+            + f"{np.mean(accuracy):>10.3f}"
+        )
     if "mixing" in results:
         shares = [results["mixing"][f"reweight/domain/{n}/realised"] for n in names]
         print(f"{'realised shares':<22}" + "".join(f"{s:>10.3f}" for s in shares))

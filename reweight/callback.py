@@ -72,8 +72,10 @@ class ReweightCallback(Callback):
 
     def _check_loader(self, trainer: pl.Trainer) -> None:
         loaders = trainer.train_dataloader
-        candidates = loaders.values() if isinstance(loaders, Mapping) else (
-            loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        candidates = (
+            loaders.values()
+            if isinstance(loaders, Mapping)
+            else (loaders if isinstance(loaders, (list, tuple)) else [loaders])
         )
         samplers = [_find_sampler(loader) for loader in candidates]
         if not any(s is self.reweighter.sampler for s in samplers):

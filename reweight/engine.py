@@ -317,7 +317,9 @@ class Reweighter:
         if not self._realised.any():
             self._realised = shares.astype(np.float64)
         else:
-            self._realised = self.realised_decay * self._realised + (1 - self.realised_decay) * shares
+            self._realised = (
+                self.realised_decay * self._realised + (1 - self.realised_decay) * shares
+            )
 
     def step(self) -> None:
         """Advances one optimizer step (call after ``optimizer.step()``)."""

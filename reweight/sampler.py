@@ -398,8 +398,16 @@ class ReweightSampler(DistributedSampler):
 
     def _write(self, factor: str, positions: np.ndarray, values: np.ndarray) -> None:
         _kernels.write_items(
-            self._factors, 0 if factor == "static" else 1, positions, values, self._tree,
-            self._level_offsets, self._sumsq, self._bmax, self._bmin, self._position_offsets,
+            self._factors,
+            0 if factor == "static" else 1,
+            positions,
+            values,
+            self._tree,
+            self._level_offsets,
+            self._sumsq,
+            self._bmax,
+            self._bmin,
+            self._position_offsets,
             self._positive_items,
         )
         self._dynamic_used |= factor == "dynamic"
@@ -552,8 +560,16 @@ class ReweightSampler(DistributedSampler):
         starts, masses = self._domain_bounds()
         out = np.empty(u_domain.size, dtype=np.int64)
         _kernels.draw_positions(
-            u_domain, u_item, self._cumulative_probs, starts, masses, self._block_offsets,
-            self._factors, self._tree, self._level_offsets, out,
+            u_domain,
+            u_item,
+            self._cumulative_probs,
+            starts,
+            masses,
+            self._block_offsets,
+            self._factors,
+            self._tree,
+            self._level_offsets,
+            out,
         )
         return out
 
@@ -754,7 +770,9 @@ class ReweightSampler(DistributedSampler):
             if state[key] != getattr(self, key):
                 mismatched[key] = (state[key], getattr(self, key))
         if mismatched:
-            details = ", ".join(f"{k}: saved {s!r} vs now {n!r}" for k, (s, n) in mismatched.items())
+            details = ", ".join(
+                f"{k}: saved {s!r} vs now {n!r}" for k, (s, n) in mismatched.items()
+            )
             raise ValueError(
                 f"the sampler state comes from another configuration ({details}); "
                 "restore it into a sampler built with the same data and settings."
@@ -772,8 +790,9 @@ class ReweightSampler(DistributedSampler):
                     "configuration."
                 )
         if probs.shape != (self.num_domains,):
-            raise ValueError(f"saved domain_probs have shape {probs.shape}, expected "
-                             f"({self.num_domains},).")
+            raise ValueError(
+                f"saved domain_probs have shape {probs.shape}, expected ({self.num_domains},)."
+            )
         self._factors[:, 0, :] = static.reshape(-1, self.block_size)
         self._factors[:, 1, :] = 1.0 if dynamic is None else dynamic.reshape(-1, self.block_size)
         self._dynamic_used = dynamic is not None

@@ -33,7 +33,11 @@ def test_main_job_runs_and_reweighting_lifts_the_tiny_domain(tmp_path: Path) -> 
 
 def test_main_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = _load_recipe()
-    assert recipe.main(["--reweight", "mixing", "--mode", "weight", "--steps", "20",
-                        "--out", str(tmp_path)]) == 0
+    assert (
+        recipe.main(
+            ["--reweight", "mixing", "--mode", "weight", "--steps", "20", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "validation accuracy per domain" in out and "mixing (weight)" in out
