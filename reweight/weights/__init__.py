@@ -1,5 +1,26 @@
-"""Pure weight math: static log weights → sampling factors (no project imports)."""
+"""Pure weight math (no project imports): static log weights → sampling factors, and loss →
+weight strategies over the global batch (Sow et al. 2025)."""
 
+from reweight.weights.loss import (
+    STRATEGIES,
+    StrategyFn,
+    cap_losses,
+    get_strategy,
+    loss_weights,
+    normalize_losses,
+    register_strategy,
+    strategy_at,
+)
 from reweight.weights.static import static_factor
 
-__all__ = ["static_factor"]
+__all__ = [
+    "STRATEGIES",
+    "StrategyFn",
+    "cap_losses",
+    "get_strategy",
+    "loss_weights",
+    "normalize_losses",
+    "register_strategy",
+    "static_factor",
+    "strategy_at",
+]
