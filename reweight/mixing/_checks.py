@@ -1,0 +1,164 @@
+"""Private validation helpers shared by the mixing modules (no project imports)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+# Progress may exceed [0, 1] by this much from float round-off (step / total); it is clamped.
+PROGRESS_SLACK = 1e-9
+
+
+def check_progress(progress: Any) -> float:
+    """``progress`` as a float in [0, 1]; tiny round-off outside the range is clamped."""
+    if isinstance(progress, bool) or not isinstance(progress, numbers.Real):
+        raise TypeError(
+            f"progress must be a real number in [0, 1] (fraction of training done), got "
+            f"{progress!r} of type {type(progress).__name__}."
+        )
+    value = float(progress)
+    if not math.isfinite(value) or not -PROGRESS_SLACK <= value <= 1.0 + PROGRESS_SLACK:
+        raise ValueError(
+            f"progress must lie in [0, 1] (fraction of training done), got {value!r}; divide "
+            "the current step by the total number of steps."
+        )
+    return min(max(value, 0.0), 1.0)
+
+
+def check_real(name: str, value: Any, *, finite: bool = True) -> float:
+    """``value`` as a float; rejects bools, non-numbers, NaN and (if ``finite``) infinities."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
+    out = float(value)
+    if math.isnan(out) or (finite and not math.isfinite(out)):
+        kind = "a finite number" if finite else "a number (not NaN)"
+        raise ValueError(f"{name} must be {kind}, got {out!r}.")
+    return out
+
+
+def check_int(name: str, value: Any, *, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}.")
+    return int(value)
+
+
+def as_float_array(name: str, values: Any) -> np.ndarray:
+    """A 1-D float64 copy of an array-like or tensor."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().to("cpu", torch.float64).numpy()
+    try:
+        array = np.array(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a sequence of numbers, got {values!r}.") from error
+    return array
+
+
+def check_weights(name: str, values: Any, num_domains: int | None = None) -> np.ndarray:
+    """Non-negative finite weights (one per domain), not all zero, as float64."""
+    array = as_float_array(name, values)
+    if num_domains is not None and array.size != num_domains:
+        raise ValueError(
+            f"{name} has {array.size} entries for {num_domains} domains; give one per domain."
+        )
+    if array.size == 0:
+        raise ValueError(f"{name} is empty; give one weight per domain.")
+    bad = ~np.isfinite(array) | (array < 0)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name} must be finite and >= 0; entry {first} is {array[first]!r}.")
+    if not array.sum() > 0:
+        raise ValueError(f"{name} is all zero; give at least one positive weight.")
+    return array
+
+
+def check_probs(name: str, values: Any, num_domains: int) -> np.ndarray:
+    """A probability vector (finite, >= 0, sums to 1 within 1e-9) of length ``num_domains``."""
+    array = check_weights(name, values, num_domains)
+    total = float(array.sum())
+    if abs(total - 1.0) > 1e-9:
+        raise ValueError(f"{name} must sum to 1, sums to {total!r}.")
+    return array
+
+
+def state_array(values: np.ndarray) -> torch.Tensor:
+    """A float64 tensor copy for a state dict (safe for ``torch.load(weights_only=True)``)."""
+    return torch.from_numpy(np.array(values, dtype=np.float64, copy=True))
+
+
+def check_state(
+    state: Any, rule: str, version: int, num_domains: int, keys: tuple[str, ...]
+) -> Mapping[str, Any]:
+    """Checks a rule's state header (type, rule name, version, domain count, keys)."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping from state_dict(), got {type(state).__name__}.")
+    got_rule = state.get("rule")
+    if got_rule != rule:
+        raise ValueError(
+            f"state belongs to rule {got_rule!r}, not {rule!r}; load it into the rule that "
+            "saved it (the configuration must match the checkpoint)."
+        )
+    got_version = state.get("version")
+    if got_version != version:
+        raise ValueError(
+            f"{rule} state has version {got_version!r}; this version of reweight reads version "
+            f"{version}. Re-create the state with a matching reweight version."
+        )
+    got_k = state.get("num_domains")
+    if got_k != num_domains:
+        raise ValueError(
+            f"{rule} state is for {got_k!r} domains, this rule has {num_domains}; the domains "
+            "of the checkpoint and of the configuration must match."
+        )
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ValueError(f"{rule} state lacks key(s) {missing}; it is not from state_dict().")
+    return state
+
+
+def state_vector(state: Mapping[str, Any], key: str, num_domains: int) -> np.ndarray:
+    """A finite float64 vector of length ``num_domains`` read from ``state[key]``."""
+    array = as_float_array(f"state[{key!r}]", state[key])
+    if array.size != num_domains or not np.isfinite(array).all():
+        raise ValueError(
+            f"state[{key!r}] must hold {num_domains} finite numbers, got {array.tolist()!r}."
+        )
+    return array
+
+
+def call_kind(
+    what: str, registry: Mapping[str, Callable[..., Any]], spec: Mapping[str, Any], **extra: Any
+) -> Any:
+    """Calls ``registry[spec["kind"]]`` with the other keys, checking names first."""
+    kind = spec.get("kind")
+    if not isinstance(kind, str) or kind not in registry:
+        raise ValueError(f"unknown {what} kind {kind!r}; valid kinds: {sorted(registry)}.")
+    builder = registry[kind]
+    params = {str(k): v for k, v in spec.items() if k != "kind"}
+    signature = inspect.signature(builder)
+    accepted = [
+        name
+        for name, p in signature.parameters.items()
+        if name not in extra and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"{what} kind {kind!r} got unknown key(s) {unknown}; valid keys: {accepted}."
+        )
+    missing = [
+        name
+        for name in accepted
+        if signature.parameters[name].default is inspect.Parameter.empty and name not in params
+    ]
+    if missing:
+        raise ValueError(f"{what} kind {kind!r} needs key(s) {missing}; valid keys: {accepted}.")
+    return builder(**params, **extra)
