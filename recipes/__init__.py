@@ -1,0 +1,1 @@
+"""Recipes: the Hydra main job and its parts (corpus, byte-level model, dashboard, compare)."""
