@@ -120,7 +120,7 @@ def register_strategy(name: str, fn: StrategyFn, *, overwrite: bool = False) -> 
         TypeError: ``fn`` is not callable.
 
     Example:
-        >>> _ = register_strategy("lower_doc", lambda losses, h: -h)
+        >>> _ = register_strategy("lower_doc", lambda losses, h: -h, overwrite=True)
         >>> loss_weights(torch.tensor([1.0, 3.0]), "lower_doc", r=1.0).round(decimals=4)
         tensor([1.7616, 0.2384])
     """
