@@ -74,7 +74,9 @@ def check_weights(name: str, values: Any, num_domains: int | None = None) -> np.
     bad = ~np.isfinite(array) | (array < 0)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name} must be finite and >= 0; entry {first} is {array[first]!r}.")
+        raise ValueError(
+            f"{name} must be finite and >= 0; entry {first} is {float(array[first])!r}."
+        )
     if not array.sum() > 0:
         raise ValueError(f"{name} is all zero; give at least one positive weight.")
     return array

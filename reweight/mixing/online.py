@@ -55,7 +55,7 @@ def parse_batch(
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"domain ids must be integers in 0..{num_domains - 1}; sample {first} has "
-            f"{ids[first]!r}."
+            f"{float(ids[first])!r}."
         )
     keep = np.isfinite(values)
     ref: np.ndarray | None = None

@@ -117,7 +117,7 @@ def temperature_probs(sizes: Any, tau: float, min_prob: float = 0.0) -> np.ndarr
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"sizes must be finite and >= 0; domain {first} has size {n[first]!r}. Give the "
+            f"sizes must be finite and >= 0; domain {first} has size {float(n[first])!r}. Give the "
             "number of items (or tokens) per domain."
         )
     nonempty = n > 0
