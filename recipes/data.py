@@ -891,9 +891,8 @@ def build_corpus(
         RuntimeError: If the install ships fewer than 4 domains' worth of text.
 
     Example:
-        >>> import tempfile
         >>> from recipes.data import build_corpus
-        >>> corpus = build_corpus(tempfile.mkdtemp(), max_docs_per_domain=1000)
+        >>> corpus = build_corpus(cache=False, max_docs_per_domain=1000)
         >>> corpus.num_domains >= 4 and corpus.imbalance >= 100
         True
         >>> "docs" in corpus.domain_names and corpus.seq_len

@@ -71,8 +71,8 @@ class ByteTransformerLM(nn.Module):
         seq_len: Longest input sequence (positions learned).
         dropout: Dropout inside the blocks, in [0, 1).
         d_ff: Hidden width of the MLP (None = ``4 * d_model``).
-        seed: Seed of the weight initialisation, drawn from a private generator so that it
-            does not depend on (or advance) the global RNG.
+        seed: Seed of the weight initialisation, drawn from a private generator: the weights
+            depend only on the arguments, and the global RNG is neither read nor advanced.
 
     Raises:
         ValueError: For non-positive sizes, ``n_heads`` not dividing ``d_model``, or a dropout
@@ -120,13 +120,16 @@ class ByteTransformerLM(nn.Module):
         self.vocab_size = vocab_size
         self.d_model = d_model
         self.seq_len = seq_len
-        self.embed = nn.Embedding(vocab_size, d_model)
-        self.pos = nn.Parameter(torch.zeros(seq_len, d_model))
-        self.blocks = nn.ModuleList(
-            _Block(d_model, n_heads, d_ff, float(dropout)) for _ in range(n_layers)
-        )
-        self.norm = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(float(dropout))
+        # torch's layers initialise themselves from the global RNG; fork it so that building a
+        # model never moves the caller's random stream, then initialise from our own generator.
+        with torch.random.fork_rng(devices=[]):
+            self.embed = nn.Embedding(vocab_size, d_model)
+            self.pos = nn.Parameter(torch.zeros(seq_len, d_model))
+            self.blocks = nn.ModuleList(
+                _Block(d_model, n_heads, d_ff, float(dropout)) for _ in range(n_layers)
+            )
+            self.norm = nn.LayerNorm(d_model)
+            self.drop = nn.Dropout(float(dropout))
         self._init_weights(seed, n_layers)
 
     @torch.no_grad()
@@ -231,7 +234,8 @@ def make_optimizer(
             f"lr must be positive and weight_decay non-negative, got lr={lr!r}, "
             f"weight_decay={weight_decay!r}."
         )
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
