@@ -44,6 +44,16 @@ class DomainRule(abc.ABC):
     Subclasses implement :meth:`probs` and, if they hold state, ``_state``/``_parse_state``/
     ``_apply_state``. Every rule records the progress of the latest :meth:`observe` so
     :meth:`metrics` can report progress-dependent values (e.g. τ) without an argument.
+
+    Example:
+        >>> from reweight.mixing import DoReMi
+        >>> rule = DoReMi(2, reference=[1.0, 1.0])
+        >>> rule.observe(domains=[0, 1, 1], losses=[2.0, 1.0, 0.5], progress=0.1)
+        >>> saved = rule.state_dict()
+        >>> resumed = DoReMi(2, reference=[1.0, 1.0])
+        >>> resumed.load_state_dict(saved)
+        >>> bool((resumed.probs(0.1) == rule.probs(0.1)).all()), rule.online
+        (True, True)
     """
 
     kind: ClassVar[str] = "rule"

@@ -85,8 +85,8 @@ class Step(Schedule):
         [5.0, 5.0, 2.0, 1.0, 1.0]
     """
 
-    values: tuple[float, ...]
-    boundaries: tuple[float, ...]
+    values: Sequence[float]  # stored as a tuple
+    boundaries: Sequence[float]  # stored as a tuple
 
     def __post_init__(self) -> None:
         values = tuple(
@@ -226,7 +226,7 @@ class Phases(Schedule):
         [5.0, 5.0, 3.0, 1.0]
     """
 
-    parts: tuple[tuple[float, Schedule], ...]
+    parts: Sequence[Any]  # stored as a tuple of (until, Schedule) pairs
 
     def __post_init__(self) -> None:
         parts: list[tuple[float, Schedule]] = []
