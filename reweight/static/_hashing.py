@@ -1,0 +1,234 @@
+"""Numba kernels of the hashed n-gram featurizer, and the pure-Python hash they must match.
+
+Documents arrive as one UTF-8 byte buffer plus offsets (document i is
+``data[offsets[i]:offsets[i + 1]]``). Each kernel decodes code points, classifies them with a
+table built from Python's own ``re`` module (``\\w`` word characters, ``\\s`` whitespace,
+anything else punctuation), cuts tokens exactly like ``re.findall(r"\\w+|[^\\w\\s]+", text)``,
+and hashes every n-gram's UTF-8 bytes (tokens joined by one space) with 64-bit FNV-1a followed
+by the murmur3 ``fmix64`` finaliser; the bucket is that value modulo the bucket count. Nothing
+depends on ``PYTHONHASHSEED``, the process, the platform or the run.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import numba
+import numpy as np
+
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+_FMIX_1 = 0xFF51AFD7ED558CCD
+_FMIX_2 = 0xC4CEB9FE1A85EC53
+_MASK = (1 << 64) - 1
+
+_U_OFFSET = np.uint64(FNV_OFFSET)
+_U_PRIME = np.uint64(FNV_PRIME)
+_U_FMIX_1 = np.uint64(_FMIX_1)
+_U_FMIX_2 = np.uint64(_FMIX_2)
+_U_33 = np.uint64(33)
+_U_SPACE = np.uint64(0x20)
+
+SPACE, WORD, PUNCT = 0, 1, 2  # character classes in the table
+
+
+def stable_hash64(data: bytes) -> int:
+    """fmix64(FNV-1a-64(data)): the n-gram hash, in pure Python (the kernels' specification).
+
+    Example:
+        >>> hex(stable_hash64(b"hello"))
+        '0xe9c562c0fdb23244'
+    """
+    h = FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * FNV_PRIME) & _MASK
+    h ^= h >> 33
+    h = (h * _FMIX_1) & _MASK
+    h ^= h >> 33
+    h = (h * _FMIX_2) & _MASK
+    h ^= h >> 33
+    return h
+
+
+@lru_cache(maxsize=1)
+def char_classes() -> np.ndarray:
+    """uint8 class of every code point (0 whitespace, 1 word, 2 punctuation), from ``re``.
+
+    Built once per process (~0.1 s) from the running Python's Unicode database, so the kernels
+    tokenise exactly like ``re.findall(r"\\w+|[^\\w\\s]+", text)``.
+    """
+    everything = "".join(map(chr, range(0x110000)))
+    table = np.full(0x110000, PUNCT, dtype=np.uint8)
+    for pattern, cls in ((r"\w+", WORD), (r"\s+", SPACE)):
+        for match in re.finditer(pattern, everything):
+            table[match.start() : match.end()] = cls
+    table.setflags(write=False)
+    return table
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fmix(k: np.uint64) -> np.uint64:
+    k ^= k >> _U_33
+    k *= _U_FMIX_1
+    k ^= k >> _U_33
+    k *= _U_FMIX_2
+    k ^= k >> _U_33
+    return k
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fnv(h: np.uint64, data: np.ndarray, start: int, end: int) -> np.uint64:
+    for j in range(start, end):
+        h = (h ^ np.uint64(data[j])) * _U_PRIME
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _tokenize(
+    data: np.ndarray, start: int, end: int, table: np.ndarray, ts: np.ndarray, te: np.ndarray
+) -> int:
+    """Writes token byte spans [ts[k], te[k]) of data[start:end]; returns the token count."""
+    ntok = 0
+    prev = SPACE
+    i = start
+    while i < end:
+        b = np.int64(data[i])
+        if b < 0x80:
+            cp = b
+            width = 1
+        elif b < 0xE0:
+            cp = ((b & 0x1F) << 6) | (np.int64(data[i + 1]) & 0x3F)
+            width = 2
+        elif b < 0xF0:
+            cp = (
+                ((b & 0x0F) << 12)
+                | ((np.int64(data[i + 1]) & 0x3F) << 6)
+                | (np.int64(data[i + 2]) & 0x3F)
+            )
+            width = 3
+        else:
+            cp = (
+                ((b & 0x07) << 18)
+                | ((np.int64(data[i + 1]) & 0x3F) << 12)
+                | ((np.int64(data[i + 2]) & 0x3F) << 6)
+                | (np.int64(data[i + 3]) & 0x3F)
+            )
+            width = 4
+        cls = table[cp]
+        if cls == SPACE:
+            prev = SPACE
+        elif cls == prev:
+            te[ntok - 1] = i + width
+        else:
+            ts[ntok] = i
+            te[ntok] = i + width
+            ntok += 1
+            prev = cls
+        i += width
+    return ntok
+
+
+@numba.njit(cache=True, nogil=True)
+def _doc_buckets(
+    data: np.ndarray,
+    start: int,
+    end: int,
+    table: np.ndarray,
+    n: int,
+    num_buckets: int,
+    ts: np.ndarray,
+    te: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """Bucket ids of every n-gram of one document, position-major: for each token t, the
+    n-grams starting at t in increasing order (unigram, bigram, ...). Returns their count."""
+    ntok = _tokenize(data, start, end, table, ts, te)
+    buckets = np.uint64(num_buckets)
+    count = 0
+    for t in range(ntok):
+        h = _fnv(_U_OFFSET, data, ts[t], te[t])
+        out[count] = np.int64(_fmix(h) % buckets)
+        count += 1
+        for order in range(1, n):
+            if t + order >= ntok:
+                break
+            h = (h ^ _U_SPACE) * _U_PRIME
+            h = _fnv(h, data, ts[t + order], te[t + order])
+            out[count] = np.int64(_fmix(h) % buckets)
+            count += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _scratch(offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    longest = 0
+    for i in range(offsets.size - 1):
+        longest = max(longest, offsets[i + 1] - offsets[i])
+    size = max(longest, 1)
+    return (
+        np.empty(size, np.int64),
+        np.empty(size, np.int64),
+        np.empty(size * n, np.int64),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def bucket_ids(
+    data: np.ndarray, offsets: np.ndarray, table: np.ndarray, n: int, num_buckets: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int32, id_offsets int64): the n-gram buckets of every document, concatenated."""
+    ndocs = offsets.size - 1
+    ts, te, out = _scratch(offsets, n)
+    ids = np.empty(max(data.size * n, 1), np.int32)
+    id_offsets = np.zeros(ndocs + 1, np.int64)
+    total = 0
+    for i in range(ndocs):
+        count = _doc_buckets(data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, out)
+        for j in range(count):
+            ids[total + j] = out[j]
+        total += count
+        id_offsets[i + 1] = total
+    return ids[:total].copy(), id_offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def add_counts(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    n: int,
+    num_buckets: int,
+    counts: np.ndarray,
+) -> int:
+    """Adds every document's n-gram bucket counts into ``counts``; returns the n-gram total."""
+    ts, te, out = _scratch(offsets, n)
+    total = 0
+    for i in range(offsets.size - 1):
+        count = _doc_buckets(data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, out)
+        for j in range(count):
+            counts[out[j]] += 1
+        total += count
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def log_weights(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    n: int,
+    num_buckets: int,
+    log_ratio: np.ndarray,
+) -> np.ndarray:
+    """log w(x) = Σ over the document's n-grams of log_ratio[bucket], per document."""
+    ts, te, out = _scratch(offsets, n)
+    ndocs = offsets.size - 1
+    result = np.zeros(ndocs, np.float64)
+    for i in range(ndocs):
+        count = _doc_buckets(data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, out)
+        acc = 0.0
+        for j in range(count):
+            acc += log_ratio[out[j]]
+        result[i] = acc
+    return result
