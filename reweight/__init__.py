@@ -5,11 +5,19 @@ Static importance weights, domain mixing and loss-based weights, applied by samp
 """
 
 from reweight.data import IndexedDataset
-from reweight.engine import DomainWeights, Reweighter, StaticWeights
+from reweight.engine import (
+    DomainMixing,
+    DomainWeights,
+    DynamicWeights,
+    Reweighter,
+    StaticWeights,
+)
 from reweight.sampler import ReweightSampler
 
 __all__ = [
+    "DomainMixing",
     "DomainWeights",
+    "DynamicWeights",
     "IndexedDataset",
     "ReweightCallback",
     "ReweightSampler",

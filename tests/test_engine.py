@@ -80,7 +80,9 @@ def test_reduce_length_mismatch_raises() -> None:
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_non_finite_loss_raises_and_changes_nothing(bad: float, weighted: bool) -> None:
-    rw = _rw(domain_weights=DomainWeights(PI, mode="weight") if weighted else None)
+    rw = _rw(
+        domain_weights=DomainWeights(PI, mode="weight") if weighted else None, nonfinite="raise"
+    )
     rw.reduce(torch.ones(4), _batch([0, 1, 60, 90]))
     before = rw.state_dict()
     metrics_before = rw.metrics()
