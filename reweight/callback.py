@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,7 +69,30 @@ class ReweightCallback(Callback):
         if self._pending_state is not None:
             self.reweighter.load_state_dict(self._pending_state)
             self._pending_state = None
+        if self.reweighter.total_steps is None:
+            total = self._total_steps(trainer)
+            if total is not None:
+                self.reweighter.set_total_steps(total)
+            elif self.reweighter.needs_total_steps:
+                raise ValueError(
+                    "ReweightCallback cannot tell the run's length (max_steps is unset and "
+                    "Lightning's estimate is infinite); set Trainer(max_steps=...) or "
+                    "Reweighter(total_steps=...) — the reweighter's schedules need it."
+                )
         self._last_step = trainer.global_step
+
+    @staticmethod
+    def _total_steps(trainer: pl.Trainer) -> int | None:
+        """The run's optimizer steps: ``max_steps`` when set, else Lightning's estimate.
+
+        Read here, once the loaders exist and any checkpoint is restored: asking for
+        ``estimated_stepping_batches`` earlier (e.g. in ``configure_optimizers``) makes Lightning
+        build the loaders before the restore and drop their saved state (Lightning issue 20550).
+        """
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            return int(trainer.max_steps)
+        estimate = trainer.estimated_stepping_batches
+        return int(estimate) if math.isfinite(estimate) and estimate >= 1 else None
 
     def _check_loader(self, trainer: pl.Trainer) -> None:
         loaders = trainer.train_dataloader
@@ -102,7 +126,7 @@ class ReweightCallback(Callback):
             return  # still accumulating gradients: no optimizer step yet
         self._last_step = step
         self.reweighter.step()
-        every = self.log_every_n_steps or trainer.log_every_n_steps
+        every = self.log_every_n_steps or int(getattr(trainer, "log_every_n_steps", 50))
         if trainer.is_global_zero and step % every == 0 and trainer.loggers:
             metrics = {self.prefix + k: v for k, v in self.reweighter.metrics().items()}
             for logger in trainer.loggers:

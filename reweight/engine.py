@@ -494,6 +494,12 @@ class Reweighter:
         self.total_steps = int(total_steps)
 
     @property
+    def needs_total_steps(self) -> bool:
+        """Whether a schedule or an online rule reads training progress (then ``total_steps``
+        must be known before the first :meth:`step`)."""
+        return self._needs_progress
+
+    @property
     def progress(self) -> float:
         """Training progress in [0, 1]: ``global_step / total_steps`` (0 until it is known)."""
         if self.total_steps is None:
