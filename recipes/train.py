@@ -1,170 +1,432 @@
-"""The main job (until the Hydra recipes land): reweighting on a built-in imbalanced data set.
+"""The main job: a byte-level language model on a multi-domain corpus, with online reweighting.
 
-    python recipes/train.py                      # reweighted vs. plain training, a summary table
-    python recipes/train.py --reweight none      # plain training only
-    python recipes/train.py --steps 600 --mode weight
+    python recipes/train.py                                   # reweight=full on the built-in corpus
+    python recipes/train.py reweight=none steps=200           # any key can be overridden
+    python recipes/train.py -m reweight=none,mixing,dynamic,full     # ablations (Hydra multirun)
+    python recipes/compare.py multirun/<date>/<time>                 # their comparison
 
-The data: four domains of 2-D points, each with its own labelling rule, sized 20,000 / 4,000 /
-800 / 100 (200:1). Plain training sees the smallest domain in 0.4% of its samples and learns
-it poorly; the ReweightSampler draws the domains with equal probability (``--mode sample``) or
-the loss is reweighted by the importance ratio instead (``--mode weight``). The run prints the
-per-domain validation accuracy of both, and the reweighter's metrics go to a CSV log.
+Everything is configured in conf/ (Hydra); ``train(cfg)`` is a plain function tests call. A run
+writes into its directory: ``metrics.jsonl`` (everything logged), ``summary.json`` (final
+per-domain validation loss), ``checkpoints/last.ckpt``, ``dashboard.png`` and, with
+``logger=wandb``, an offline W&B run (``wandb sync`` uploads it).
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `recipes` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, TensorDataset
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
-from reweight import DomainWeights, IndexedDataset, ReweightCallback, Reweighter
+from recipes.dashboard import make_dashboard
+from recipes.data import ByteLMDataset, Corpus, build_corpus, load_user_corpus
+from recipes.model import ByteTransformerLM, make_optimizer, per_sample_loss
+from reweight import (
+    DomainMixing,
+    DynamicWeights,
+    IndexedDataset,
+    ReweightCallback,
+    Reweighter,
+    StaticWeights,
+)
 
-DOMAIN_SIZES = {"common": 20_000, "frequent": 4_000, "rare": 800, "tiny": 100}
-
-
-def make_domain(name_index: int, size: int, generator: torch.Generator) -> TensorDataset:
-    """Points in a unit disc; the label is the side of a line rotated per domain."""
-    angle = math.pi * name_index / len(DOMAIN_SIZES)
-    x = torch.randn(size, 2, generator=generator)
-    direction = torch.tensor([math.cos(angle), math.sin(angle)])
-    y = ((x @ direction) > 0.0).long()
-    domain_feature = torch.zeros(size, len(DOMAIN_SIZES))
-    domain_feature[:, name_index] = 1.0
-    return TensorDataset(torch.cat([x, domain_feature], dim=1), y)
-
-
-def build_data(seed: int, scale: float = 1.0) -> tuple[IndexedDataset, IndexedDataset]:
-    generator = torch.Generator().manual_seed(seed)
-    train = {
-        name: make_domain(i, max(1, int(size * scale)), generator)
-        for i, (name, size) in enumerate(DOMAIN_SIZES.items())
-    }
-    valid = {name: make_domain(i, 1_000, generator) for i, name in enumerate(DOMAIN_SIZES)}
-    return IndexedDataset.concat(train), IndexedDataset.concat(valid)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-class Classifier(pl.LightningModule):
-    """A small MLP; the only reweighting-specific line is ``self.reweighter.reduce``."""
+# ---------------------------------------------------------------------- logging
 
-    def __init__(self, reweighter: Reweighter | None, domain_names: list[str]) -> None:
+
+class JsonlLogger(Logger):
+    """Appends every logged dict to ``metrics.jsonl`` (the dashboard and compare.py read it)."""
+
+    def __init__(self, path: Path) -> None:
         super().__init__()
+        self.path = Path(path)
+        self._rows: dict[int, dict[str, float]] = {}
+
+    @property
+    def name(self) -> str:
+        return "jsonl"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        row = self._rows.setdefault(int(step or 0), {"step": int(step or 0)})
+        for key, value in metrics.items():
+            value = float(value.item() if hasattr(value, "item") else value)
+            if math.isfinite(value):
+                row[key] = value
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        if not self._rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as out:
+            for step in sorted(self._rows):
+                out.write(json.dumps(self._rows[step]) + "\n")
+        self._rows.clear()
+
+    def save(self) -> None:
+        self.flush()
+
+
+class WeightHistograms(pl.Callback):
+    """Keeps the recent loss weights (for the dashboard) and logs W&B histograms of them."""
+
+    def __init__(self, reweighter: Reweighter | None, every: int, keep: int = 4096) -> None:
         self.reweighter = reweighter
-        self.domain_names = domain_names
-        width = 2 + len(domain_names)
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(width, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2)
-        )
-        self.correct = torch.zeros(len(domain_names))
-        self.total = torch.zeros(len(domain_names))
+        self.every = every
+        self.keep = keep
+        self.recent: list[np.ndarray] = []
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x, y = batch["data"]
-        loss = F.cross_entropy(self.net(x), y, reduction="none")
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         if self.reweighter is None:
-            return loss.mean()
-        return self.reweighter.reduce(loss, batch)
+            return
+        self.recent.append(self.reweighter.last_loss_weights)
+        while sum(r.size for r in self.recent) > self.keep and len(self.recent) > 1:
+            self.recent.pop(0)
+        step = trainer.global_step
+        if trainer.is_global_zero and self.every and step % self.every == 0:
+            for logger in trainer.loggers:
+                if type(logger).__name__ == "WandbLogger":
+                    import wandb
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        x, y = batch["data"]
-        hit = (self.net(x).argmax(dim=1) == y).float()
-        self.correct.index_add_(0, batch["domain"], hit)
-        self.total.index_add_(0, batch["domain"], torch.ones_like(hit))
+                    logger.experiment.log(
+                        {"reweight/loss_weight/histogram": wandb.Histogram(self.samples())},
+                        step=step,
+                    )
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self.recent) if self.recent else np.empty(0)
+
+
+# ---------------------------------------------------------------------- model
+
+
+class LanguageModel(pl.LightningModule):
+    """Next-byte prediction; the only reweighting line is ``self.reweighter.reduce``."""
+
+    def __init__(self, cfg: DictConfig, reweighter: Reweighter | None, names: list[str]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.reweighter = reweighter
+        self.domain_names = names
+        self.net = ByteTransformerLM(
+            seq_len=int(cfg.data.seq_len), seed=int(cfg.seed), **_plain(cfg.model)
+        )
+        self.register_buffer("val_sum", torch.zeros(len(names), dtype=torch.float64))
+        self.register_buffer("val_count", torch.zeros(len(names), dtype=torch.float64))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = per_sample_loss(self.net, batch["tokens"])
+        rw = self.reweighter
+        loss = losses.mean() if rw is None else rw.reduce(losses, batch)
+        self.log("train/loss", losses.detach().mean(), prog_bar=True)
+        return loss
 
     def on_validation_epoch_start(self) -> None:
-        self.correct.zero_()
-        self.total.zero_()
+        self.val_sum.zero_()
+        self.val_count.zero_()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        losses = per_sample_loss(self.net, batch["tokens"]).detach().double()
+        self.val_sum.index_add_(0, batch["domain"], losses)
+        self.val_count.index_add_(0, batch["domain"], torch.ones_like(losses))
 
     def on_validation_epoch_end(self) -> None:
-        accuracy = self.correct / self.total.clamp(min=1)
-        for name, value in zip(self.domain_names, accuracy.tolist(), strict=True):
-            self.log(f"val/accuracy/{name}", value)
+        total = self.trainer.strategy.reduce(self.val_sum, reduce_op="sum")
+        count = self.trainer.strategy.reduce(self.val_count, reduce_op="sum")
+        per_domain = (total / count.clamp(min=1)).tolist()
+        for name, value in zip(self.domain_names, per_domain, strict=True):
+            self.log(f"val/loss/{name}", value, sync_dist=False, rank_zero_only=True)
+        self.log("val/loss", float(np.mean(per_domain)), prog_bar=True, rank_zero_only=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=3e-3)
+    def configure_optimizers(self) -> Any:
+        cfg = self.cfg
+        optimizer = make_optimizer(self.net, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
+        steps, warmup = int(cfg.steps), int(cfg.warmup_steps)
+
+        def factor(step: int) -> float:  # a pure function of the step (survives resume)
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
-def train(reweight: str, mode: str, steps: int, seed: int, out_dir: Path) -> dict[str, float]:
-    """Trains one model; returns per-domain validation accuracy (and the reweighter metrics)."""
-    pl.seed_everything(seed, verbose=False)
-    train_set, valid_set = build_data(seed)
-    reweighter = None
-    callbacks: list[pl.Callback] = []
-    if reweight == "mixing":
-        uniform = {name: 1.0 for name in train_set.domain_names}
-        reweighter = Reweighter.from_dataset(
-            train_set, domain_weights=DomainWeights(uniform, mode=mode), seed=seed
+# ---------------------------------------------------------------------- data and reweighting
+
+
+def load_corpus(data: DictConfig) -> Corpus:
+    """The configured corpus: the built-in one, or the user's JSONL/Parquet files."""
+    kind = data.kind
+    if kind == "builtin":
+        return build_corpus(
+            data.cache_dir, seq_len=int(data.seq_len), max_docs_per_domain=data.max_docs_per_domain
         )
-        loader = DataLoader(train_set, batch_size=64, sampler=reweighter.sampler)
-        callbacks.append(ReweightCallback(reweighter, log_every_n_steps=20))
+    if kind in ("jsonl", "parquet"):
+        if not data.paths:
+            raise ValueError(
+                f"data={kind} needs files: pass data.paths='[a.{kind},b.{kind}]' (each record "
+                f"with a {data.text_field!r} and a {data.domain_field!r} field)."
+            )
+        return load_user_corpus(
+            list(data.paths),
+            text_field=data.text_field,
+            domain_field=data.domain_field,
+            seq_len=int(data.seq_len),
+            max_docs_per_domain=data.max_docs_per_domain,
+        )
+    raise ValueError(f"data.kind {kind!r} is unknown; valid kinds: builtin, jsonl, parquet.")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def static_log_weights(cfg: DictConfig, corpus: Corpus, train_idx: np.ndarray) -> np.ndarray:
+    """DSIR log importance weights of the training sequences toward the target domain."""
+    from reweight.static import fit
+
+    target_name = cfg.target_domain
+    if target_name not in corpus.domain_names:
+        raise ValueError(
+            f"reweight.static.target_domain {target_name!r} is not a domain of this corpus; "
+            f"choose one of {corpus.domain_names}."
+        )
+    texts = [bytes(row).decode("utf-8", errors="replace") for row in corpus.tokens[train_idx]]
+    target_id = corpus.domain_names.index(target_name)
+    target = [t for t, d in zip(texts, corpus.domains[train_idx], strict=True) if d == target_id]
+    estimator = fit(texts, target, num_buckets=int(cfg.get("num_buckets", 10_000)))
+    return estimator.log_importance_weights(texts)
+
+
+def build_reweighter(
+    cfg: DictConfig, corpus: Corpus, train_idx: np.ndarray, train_set: IndexedDataset
+) -> Reweighter | None:
+    """The Reweighter of a ``reweight`` preset (None for ``reweight=none``)."""
+    rcfg = cfg.reweight
+    if rcfg.static is None and rcfg.mixing is None and rcfg.dynamic is None:
+        return None
+    static = None
+    if rcfg.static is not None:
+        static = StaticWeights(
+            static_log_weights(rcfg.static, corpus, train_idx),
+            beta=float(rcfg.static.beta),
+            clip=rcfg.static.clip,
+            mode=rcfg.static.mode,
+        )
+    mixing = None
+    if rcfg.mixing is not None:
+        mixing = DomainMixing(
+            _plain(rcfg.mixing.rule),
+            mode=rcfg.mixing.mode,
+            sample_rule=_plain(rcfg.mixing.get("sample_rule")),
+        )
+    dynamic = None
+    if rcfg.dynamic is not None:
+        dynamic = DynamicWeights(**_plain(rcfg.dynamic))
+    return Reweighter.from_dataset(
+        train_set,
+        static=static,
+        domain_weights=mixing,
+        dynamic=dynamic,
+        total_steps=int(cfg.steps),
+        seed=int(cfg.seed),
+        infinite=True,
+    )
+
+
+def make_logger(cfg: DictConfig, out_dir: Path) -> list[Logger]:
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    loggers: list[Logger] = [JsonlLogger(out_dir / "metrics.jsonl")]
+    lcfg = cfg.logger
+    if lcfg.kind == "csv":
+        loggers.append(CSVLogger(out_dir, name="csv", version=""))
+    elif lcfg.kind == "wandb":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        loggers.append(
+            WandbLogger(
+                project=lcfg.project,
+                entity=lcfg.entity,
+                name=lcfg.name or f"{cfg.reweight.name}-{out_dir.name}",
+                tags=list(lcfg.tags),
+                save_dir=str(out_dir),
+                offline=not bool(lcfg.online),
+                config=OmegaConf.to_container(cfg, resolve=True),
+            )
+        )
     else:
-        loader = DataLoader(train_set, batch_size=64, shuffle=True)
-    model = Classifier(reweighter, train_set.domain_names)
-    trainer = pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        devices=1,
-        logger=CSVLogger(out_dir, name=f"{reweight}-{mode}"),
-        callbacks=callbacks,
-        val_check_interval=None,
-        check_val_every_n_epoch=None,
-        enable_model_summary=False,
-        log_every_n_steps=20,
-    )
-    trainer.fit(model, loader)
-    trainer.validate(model, DataLoader(valid_set, batch_size=1_000), verbose=False)
-    result = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if reweighter is not None:
-        result.update({f"reweight/{k}": v for k, v in reweighter.metrics().items()})
-    return result
+        raise ValueError(f"logger.kind {lcfg.kind!r} is unknown; valid kinds: wandb, csv.")
+    return loggers
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reweight", choices=["both", "none", "mixing"], default="both")
-    parser.add_argument(
-        "--mode",
-        choices=["sample", "weight"],
-        default="sample",
-        help="apply the domain mix by sampling or by loss weights",
-    )
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("outputs"))
-    args = parser.parse_args(argv)
-    os.environ.setdefault("WANDB_MODE", "offline")
-    runs = ["none", "mixing"] if args.reweight == "both" else [args.reweight]
+# ---------------------------------------------------------------------- the job
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Trains one model as configured; returns the summary (also written to summary.json)."""
     start = time.perf_counter()
-    results = {run: train(run, args.mode, args.steps, args.seed, args.out) for run in runs}
-    names = list(DOMAIN_SIZES)
-    print(
-        f"\nvalidation accuracy per domain after {args.steps} steps "
-        f"(domain sizes {list(DOMAIN_SIZES.values())}):"
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(int(cfg.seed), verbose=False)
+    torch.set_float32_matmul_precision("high")
+
+    corpus = load_corpus(cfg.data)
+    train_idx, val_idx = corpus.split(
+        float(cfg.data.val_fraction),
+        seed=int(cfg.seed),
+        max_val_per_domain=cfg.data.get("max_val_per_domain"),
     )
-    print(f"{'run':<22}" + "".join(f"{n:>10}" for n in names) + f"{'mean':>10}")
-    for run, result in results.items():
-        accuracy = [result[f"val/accuracy/{n}"] for n in names]
-        label = run if run == "none" else f"{run} ({args.mode})"
-        print(
-            f"{label:<22}"
-            + "".join(f"{a:>10.3f}" for a in accuracy)
-            + f"{np.mean(accuracy):>10.3f}"
+    names = list(corpus.domain_names)
+    train_set = IndexedDataset(
+        ByteLMDataset(corpus, train_idx), domains=corpus.domains[train_idx], domain_names=names
+    )
+    val_set = IndexedDataset(
+        ByteLMDataset(corpus, val_idx), domains=corpus.domains[val_idx], domain_names=names
+    )
+    reweighter = build_reweighter(cfg, corpus, train_idx, train_set)
+    if reweighter is not None:
+        sampler: Any = reweighter.sampler
+        train_loader = DataLoader(
+            train_set,
+            batch_size=int(cfg.batch_size),
+            sampler=sampler,
+            num_workers=int(cfg.num_workers),
         )
-    if "mixing" in results:
-        shares = [results["mixing"][f"reweight/domain/{n}/realised"] for n in names]
-        print(f"{'realised shares':<22}" + "".join(f"{s:>10.3f}" for s in shares))
-    print(f"\nlogs in {args.out.resolve()} ({time.perf_counter() - start:.1f} s)")
-    return 0
+    else:
+        from reweight import ReweightSampler
+
+        # The same lazy, rank-sharded, resumable stream, just unweighted.
+        plain = ReweightSampler(len(train_set), seed=int(cfg.seed), infinite=True)
+        train_loader = DataLoader(
+            train_set,
+            batch_size=int(cfg.batch_size),
+            sampler=plain,
+            num_workers=int(cfg.num_workers),
+        )
+    val_loader = DataLoader(val_set, batch_size=int(cfg.batch_size), shuffle=False)
+
+    histograms = WeightHistograms(reweighter, int(cfg.logger.get("histogram_every", 0) or 0))
+    callbacks: list[pl.Callback] = [histograms]
+    if reweighter is not None:
+        callbacks.append(ReweightCallback(reweighter, log_every_n_steps=int(cfg.log_every)))
+    if cfg.checkpoint:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True))
+    loggers = make_logger(cfg, out_dir)
+    tcfg = cfg.trainer
+    trainer = pl.Trainer(
+        max_steps=int(cfg.steps),
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        num_nodes=int(tcfg.get("num_nodes", 1)),
+        strategy=tcfg.strategy,
+        precision=tcfg.precision,
+        logger=loggers,
+        callbacks=callbacks,
+        val_check_interval=int(cfg.val_every),
+        check_val_every_n_epoch=None,
+        log_every_n_steps=int(cfg.log_every),
+        enable_checkpointing=bool(cfg.checkpoint),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
+    module = LanguageModel(cfg, reweighter, names)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=cfg.resume)
+    trainer.validate(module, val_loader, verbose=False)
+
+    summary: dict[str, Any] = {
+        "reweight": str(cfg.reweight.name),
+        "steps": int(trainer.global_step),
+        "seconds": time.perf_counter() - start,
+    }
+    for key, value in trainer.callback_metrics.items():
+        if key.startswith("val/"):
+            summary[key] = float(value)
+    if reweighter is not None:
+        summary.update({f"reweight/{k}": v for k, v in reweighter.metrics().items()})
+    if trainer.is_global_zero:
+        for logger in loggers:
+            logger.finalize("success")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        if cfg.dashboard:
+            make_dashboard(
+                out_dir / "metrics.jsonl",
+                out_dir / "dashboard.png",
+                weight_samples=histograms.samples(),
+                title=f"reweight={cfg.reweight.name} · {summary['steps']} steps",
+            )
+        print_summary(summary, names)
+    return summary
+
+
+def print_summary(summary: Mapping[str, Any], names: list[str]) -> None:
+    """The end-of-run table: validation loss per domain and the main reweighting numbers."""
+    rows = [("domain", "val loss", "target share", "realised share")]
+    for name in names:
+        rows.append(
+            (
+                name,
+                f"{summary.get(f'val/loss/{name}', float('nan')):.4f}",
+                f"{summary.get(f'reweight/domain/{name}/target', float('nan')):.3f}",
+                f"{summary.get(f'reweight/domain/{name}/realised', float('nan')):.3f}",
+            )
+        )
+    rows.append(("mean", f"{summary.get('val/loss', float('nan')):.4f}", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(
+        f"\nreweight={summary['reweight']}: {summary['steps']} steps in {summary['seconds']:.1f} s"
+    )
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+    def _run(cfg: DictConfig) -> float:
+        summary = train(cfg)
+        return float(summary.get("val/loss", float("nan")))
+
+    _run()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
