@@ -1,43 +1,163 @@
-"""The main job runs end to end and reweighting helps the smallest domain."""
+"""The Hydra main job: every config composes and instantiates, each reweight preset runs, the
+run directory holds metrics, summary, checkpoint, W&B offline run and a valid PNG dashboard."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train.py"
+from recipes import train as recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+PRESETS = ["none", "static", "mixing", "dynamic", "full"]
+TINY = [
+    "steps=6",
+    "batch_size=8",
+    "val_every=3",
+    "log_every=2",
+    "warmup_steps=2",
+    "model.d_model=16",
+    "model.n_layers=1",
+    "model.n_heads=2",
+    "data.seq_len=64",
+    "data.max_val_per_domain=4",
+    "checkpoint=true",
+]
 
 
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("recipe_train", RECIPE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["recipe_train"] = module
-    spec.loader.exec_module(module)
-    return module
+def _compose(overrides: list[str], out_dir: Path | None = None) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.out_dir = str(out_dir) if out_dir is not None else "unused"
+    return cfg
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("REWEIGHT_CACHE", str(tmp_path_factory.getbasetemp() / "corpus-cache"))
+
+
+def test_every_config_composes_and_every_key_is_commented() -> None:
+    for group in ("data", "model", "reweight", "trainer", "logger"):
+        for option in _options(group):
+            cfg = _compose([f"{group}={option}"])
+            assert cfg[group] is not None
+    for option in _options("experiment"):
+        cfg = _compose([f"experiment={option}"])
+        assert cfg.reweight.name
+    for path in CONF.rglob("*.yaml"):
+        lines = path.read_text().splitlines()
+        assert lines[0].startswith("#"), f"{path} must start with the command that runs it"
+        assert any("python recipes/" in line for line in lines[:3]), path
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_reweight_presets_build_a_reweighter(preset: str) -> None:
+    cfg = _compose([f"reweight={preset}", "data.seq_len=64", "data.max_val_per_domain=4"])
+    corpus = recipe.load_corpus(cfg.data)
+    split = corpus.split(0.05, seed=0, max_val_per_domain=4)
+    from recipes.data import ByteLMDataset
+
+    train_set = ByteLMDataset(corpus, split.train).indexed()
+    rw = recipe.build_reweighter(cfg, corpus, split.train, train_set)
+    if preset == "none":
+        assert rw is None
+        return
+    assert rw is not None and rw.sampler.num_items == len(train_set)
+    assert rw.total_steps == cfg.steps
+    assert (rw.static is not None) == (cfg.reweight.static is not None)
+    assert (rw.dynamic is not None) == (cfg.reweight.dynamic is not None)
+
+
+def test_loggers_instantiate(tmp_path: Path) -> None:
+    for option in _options("logger"):
+        cfg = _compose([f"logger={option}"], tmp_path / option)
+        loggers = recipe.make_logger(cfg, tmp_path / option)
+        assert loggers and isinstance(loggers[0], recipe.JsonlLogger)
+
+
+def test_unknown_data_kind_and_missing_files_are_clear_errors() -> None:
+    cfg = _compose(["data=jsonl"])
+    with pytest.raises(ValueError, match=r"data\.paths"):
+        recipe.load_corpus(cfg.data)
+    cfg = _compose(["reweight=static", "reweight.static.target_domain=nope"])
+    with pytest.raises(ValueError, match="target_domain"):
+        recipe.static_log_weights(cfg.reweight.static, recipe.load_corpus(cfg.data), [0, 1])
+
+
+def _png_ok(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(path).shape[0] > 100
 
 
 @pytest.mark.slow
-def test_main_job_runs_and_reweighting_lifts_the_tiny_domain(tmp_path: Path) -> None:
-    recipe = _load_recipe()
-    plain = recipe.train("none", "sample", 150, 0, tmp_path)
-    mixed = recipe.train("mixing", "sample", 150, 0, tmp_path)
-    assert mixed["val/accuracy/tiny"] > plain["val/accuracy/tiny"]
-    shares = [mixed[f"reweight/domain/{n}/realised"] for n in recipe.DOMAIN_SIZES]
-    assert all(abs(s - 0.25) < 0.08 for s in shares), shares
-    assert list((tmp_path / "mixing-sample").rglob("metrics.csv"))
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_preset_trains_and_writes_its_run(preset: str, tmp_path: Path) -> None:
+    logger = "wandb" if preset == "full" else "csv"
+    cfg = _compose([f"reweight={preset}", f"logger={logger}", *TINY], tmp_path)
+    summary = recipe.train(cfg)
+    assert summary["steps"] == 6 and summary["reweight"] == preset
+    assert all(f"val/loss/{n}" in summary for n in ("code", "docs"))
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["val/loss"] == pytest.approx(summary["val/loss"])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/loss" in row for row in rows)
+    if preset != "none":
+        assert any("reweight/domain/code/realised" in row for row in rows)
+    if preset in ("mixing", "full"):
+        assert any("reweight/mixing/tau" in row for row in rows)
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    _png_ok(tmp_path / "dashboard.png")
+    if logger == "wandb":
+        assert list((tmp_path / "wandb").glob("offline-run-*"))
 
 
-def test_main_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = _load_recipe()
-    assert (
-        recipe.main(
-            ["--reweight", "mixing", "--mode", "weight", "--steps", "20", "--out", str(tmp_path)]
-        )
-        == 0
+@pytest.mark.slow
+def test_resume_from_the_last_checkpoint(tmp_path: Path) -> None:
+    first = _compose(["reweight=full", "logger=csv", *TINY], tmp_path / "a")
+    recipe.train(first)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    resumed = _compose(
+        ["reweight=full", "logger=csv", *TINY, "steps=9", f"resume={ckpt}"], tmp_path / "b"
     )
-    out = capsys.readouterr().out
-    assert "validation accuracy per domain" in out and "mixing (weight)" in out
+    summary = recipe.train(resumed)
+    assert summary["steps"] == 9
+
+
+@pytest.mark.slow
+def test_multirun_and_compare(tmp_path: Path) -> None:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    cmd = [
+        sys.executable,
+        str(ROOT / "recipes" / "train.py"),
+        "-m",
+        "reweight=none,mixing",
+        "logger=csv",
+        "dashboard=false",
+        *TINY,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    subprocess.run(cmd, check=True, cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    from recipes.compare import compare
+
+    result = compare([tmp_path / "sweep"], tmp_path / "cmp")
+    assert len(result["runs"]) == 2
+    assert (tmp_path / "cmp" / "comparison.md").exists()
+    _png_ok(tmp_path / "cmp" / "comparison.png")
