@@ -1,85 +1,344 @@
-"""Compiled inner loops of ReweightSampler (numba): the sum tree's draw, update and rebuild.
+"""Compiled inner loops of ReweightSampler (numba): layout, lookups, draws, updates, statistics.
 
 Item factors live in ``factors``, a float32 array of shape (blocks, 2, width): row 0 holds the
 static factor a and row 1 the dynamic factor b of the ``width`` item slots of a block, so one
-block's data is contiguous (one memory fetch per block). An item's weight is a·b, summed in
-float64.
+block's data is contiguous. An item's weight is a·b, always computed in float64 (the product of
+two float32 values never overflows or underflows float64). An item is *positive* when a > 0 and
+b > 0.
 
 The tree is one flat float64 array. Level 0 holds one sum per block; level k + 1 holds the sums
 of groups of ``width`` nodes of level k; every level is padded with zeros to whole groups and
-the top level is a single group. ``level_offsets[k]`` is where level k starts.
+the top level is a single group. ``level_offsets[k]`` is where level k starts. Every node is
+recomputed from its children in one fixed order (never updated by differences), so the tree is
+a pure function of the factors: a rebuilt tree equals an incrementally updated one bit for bit.
 
-Loops run level by level over a whole batch, so the memory accesses of different draws or
-updates are independent and overlap.
+Positions and items: each domain's items occupy consecutive positions from
+``position_offsets[d]`` in ascending item order (padded to whole blocks). In the *contiguous*
+layout (domain ids non-decreasing) position and item differ by a per-domain offset. Otherwise
+``perm`` maps positions to items and the way back is a rank within the domain: the low
+``low_bits`` bits of the rank are stored per item (``rank_low``), the high bits are the number
+of the domain's *marks* (the items at ranks that are multiples of 2**low_bits) that are <= the
+item — a binary search in a small, cache-resident table.
+
+Loops run over whole batches (draws go in tiles of ``_TILE``), so the memory accesses of
+different draws or updates are independent and overlap; inner loops are branch-free where the
+branch would be unpredictable.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-__all__ = ["draw_positions", "prefix_sums", "range_sums", "rebuild", "write_items"]
+__all__ = [
+    "build_layout",
+    "check_and_locate",
+    "count_positive",
+    "domain_stats",
+    "domains_with_mass",
+    "draw_items",
+    "init_factors",
+    "locate",
+    "prefix_sums",
+    "range_sums",
+    "rebuild",
+    "scatter_items",
+    "write_items",
+]
+
+_TILE = 256  # draws processed together, level by level (their working set stays in L1)
+_AHEAD = 8  # how many iterations ahead the loops prefetch
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _prefetch_intrinsic(typingctx: Any, array: Any, index: Any) -> Any:
+    """Hints the CPU to fetch ``array.flat[index]`` into cache (``llvm.prefetch``; no effect
+    on results). Loops use it a few iterations ahead for random accesses into arrays far
+    larger than the caches, so that several memory fetches are in flight at once."""
+    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        pointer = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]),
+            "llvm.prefetch.p0",
+        )
+        # read, high temporal locality, data cache
+        builder.call(
+            function, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
+        )
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
+_prefetch = cast(Callable[[np.ndarray, int], None], intrinsic(_prefetch_intrinsic))
+
+
+# ---------------------------------------------------------------------- layout
 
 
 @njit(cache=True)
-def _block_stats(
-    factors: np.ndarray,
-    block: int,
-    tree: np.ndarray,
-    sumsq: np.ndarray,
-    bmax: np.ndarray,
-    bmin: np.ndarray,
+def build_layout(
+    domains: np.ndarray,
+    position_offsets: np.ndarray,
+    low_bits: int,
+    perm: np.ndarray,
+    rank_low: np.ndarray,
+    marks: np.ndarray,
+    mark_offsets: np.ndarray,
 ) -> None:
-    total = 0.0
-    squares = 0.0
-    largest = 0.0
-    smallest = np.inf
-    for c in range(factors.shape[2]):
-        w = np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
-        total += w
-        squares += w * w
-        if w > 0:
-            largest = max(largest, w)
-            smallest = min(smallest, w)
-    tree[block] = total
-    sumsq[block] = squares
-    bmax[block] = largest
-    bmin[block] = smallest
+    """Fills ``perm`` (pre-filled with -1), ``rank_low`` and ``marks`` in one pass over items."""
+    counters = np.zeros(position_offsets.size - 1, dtype=np.int64)
+    mask = (1 << low_bits) - 1
+    for i in range(domains.size):
+        d = np.int64(domains[i])
+        r = counters[d]
+        counters[d] = r + 1
+        perm[position_offsets[d] + r] = i
+        rank_low[i] = r & mask
+        if r > 0 and (r & mask) == 0:
+            marks[mark_offsets[d] + (r >> low_bits) - 1] = i
 
 
 @njit(cache=True)
-def _refresh_level(
-    tree: np.ndarray, level_offsets: np.ndarray, width: int, level: int, nodes: np.ndarray
-) -> None:
-    """Recomputes the level-``level`` parents of ``nodes`` (indices into level - 1), in place."""
-    below, here = level_offsets[level - 1], level_offsets[level]
-    for k in range(nodes.size):
-        node = nodes[k] // width
-        nodes[k] = node
-        start = below + node * width
-        total = 0.0
-        for j in range(width):
-            total += tree[start + j]
-        tree[here + node] = total
+def init_factors(factors: np.ndarray, position_offsets: np.ndarray, counts: np.ndarray) -> None:
+    """Static factor 1 on every item slot, 0 on padding; dynamic factor 1 everywhere."""
+    width = factors.shape[2]
+    factors[:, 0, :] = 0.0
+    factors[:, 1, :] = 1.0
+    for d in range(counts.size):
+        start = position_offsets[d]
+        for p in range(start, start + counts[d]):
+            factors[p // width, 0, p % width] = 1.0
+
+
+@njit(cache=True, inline="always")
+def _upper_bound(sorted_values: np.ndarray, lo: int, hi: int, x: float) -> int:
+    """First index in [lo, hi) whose value is > x (hi if none); branch-free steps."""
+    count = hi - lo
+    while count > 0:
+        half = count >> 1
+        right = sorted_values[lo + half] <= x
+        lo = lo + half + 1 if right else lo
+        count = count - half - 1 if right else half
+    return lo
+
+
+@njit(cache=True, inline="always")
+def _position_of(
+    item: int,
+    item_offsets: np.ndarray,
+    position_offsets: np.ndarray,
+    item_domain: np.ndarray,
+    rank_low: np.ndarray,
+    low_bits: int,
+    marks: np.ndarray,
+    mark_offsets: np.ndarray,
+) -> int:
+    if item_domain.size == 0:  # contiguous layout
+        d = _upper_bound(item_offsets, 0, item_offsets.size, item) - 1
+        return position_offsets[d] + item - item_offsets[d]
+    d = np.int64(item_domain[item])
+    m0 = mark_offsets[d]
+    high = _upper_bound(marks, m0, mark_offsets[d + 1], item) - m0
+    return position_offsets[d] + (high << low_bits) + np.int64(rank_low[item])
 
 
 @njit(cache=True)
-def rebuild(
-    factors: np.ndarray,
-    tree: np.ndarray,
-    level_offsets: np.ndarray,
-    sumsq: np.ndarray,
-    bmax: np.ndarray,
-    bmin: np.ndarray,
+def locate(
+    items: np.ndarray,
+    item_offsets: np.ndarray,
+    position_offsets: np.ndarray,
+    item_domain: np.ndarray,
+    rank_low: np.ndarray,
+    low_bits: int,
+    marks: np.ndarray,
+    mark_offsets: np.ndarray,
+) -> np.ndarray:
+    """Positions of (already validated) item ids."""
+    out = np.empty(items.size, dtype=np.int64)
+    for k in range(items.size):
+        out[k] = _position_of(
+            items[k],
+            item_offsets,
+            position_offsets,
+            item_domain,
+            rank_low,
+            low_bits,
+            marks,
+            mark_offsets,
+        )
+    return out
+
+
+@njit(cache=True)
+def check_and_locate(
+    items: np.ndarray,
+    values: np.ndarray,
+    num_items: int,
+    item_offsets: np.ndarray,
+    position_offsets: np.ndarray,
+    item_domain: np.ndarray,
+    rank_low: np.ndarray,
+    low_bits: int,
+    marks: np.ndarray,
+    mark_offsets: np.ndarray,
+    positions: np.ndarray,
+    values32: np.ndarray,
+) -> tuple[int, int]:
+    """Validates an update batch and maps it to positions, writing nothing else.
+
+    Returns (status, zeros): status 0 when every item id lies in [0, num_items) and every value
+    is 0 or a finite float32-normal positive number; 1 for a bad item id; 2 for a bad value.
+    ``zeros`` counts the zero values (only a zero can take mass away).
+    """
+    zeros = 0
+    for k in range(items.size):
+        item = items[k]
+        if item < 0 or item >= num_items:
+            return 1, 0
+        v = values[k]
+        if not (v >= 0.0 and v <= _F32_MAX):  # also catches NaN
+            return 2, 0
+        if v == 0.0:
+            zeros += 1
+        elif v < _F32_TINY:
+            return 2, 0
+        values32[k] = v
+    n = items.size
+    for k in range(n):
+        if item_domain.size and k + _AHEAD < n:
+            _prefetch(item_domain, items[k + _AHEAD])
+            _prefetch(rank_low, items[k + _AHEAD])
+        positions[k] = _position_of(
+            items[k],
+            item_offsets,
+            position_offsets,
+            item_domain,
+            rank_low,
+            low_bits,
+            marks,
+            mark_offsets,
+        )
+    return 0, zeros
+
+
+@njit(cache=True)
+def scatter_items(
+    values: np.ndarray,
+    item_domain: np.ndarray,
+    item_offsets: np.ndarray,
+    position_offsets: np.ndarray,
+    out: np.ndarray,
 ) -> None:
-    """Recomputes every block's statistics and every tree level: O(N)."""
+    """Writes per-item ``values`` (item order) into ``out`` (position order, float32)."""
+    num_domains = position_offsets.size - 1
+    if item_domain.size == 0:
+        for d in range(num_domains):
+            start = position_offsets[d]
+            first = item_offsets[d]
+            for r in range(item_offsets[d + 1] - first):
+                out[start + r] = values[first + r]
+        return
+    counters = position_offsets[:-1].copy()
+    for i in range(values.size):
+        d = np.int64(item_domain[i])
+        out[counters[d]] = values[i]
+        counters[d] += 1
+
+
+@njit(cache=True)
+def domains_with_mass(
+    row_values: np.ndarray, factors: np.ndarray, other_row: int, position_offsets: np.ndarray
+) -> np.ndarray:
+    """Whether each domain would keep a positive item if one factor row became ``row_values``
+    (flat, position order)."""
+    width = factors.shape[2]
+    num_domains = position_offsets.size - 1
+    out = np.zeros(num_domains, dtype=np.bool_)
+    for d in range(num_domains):
+        for p in range(position_offsets[d], position_offsets[d + 1]):
+            if row_values[p] > 0 and factors[p // width, other_row, p % width] > 0:
+                out[d] = True
+                break
+    return out
+
+
+# ---------------------------------------------------------------------- tree
+
+
+@njit(cache=True, inline="always")
+def _block_sum(factors: np.ndarray, block: int) -> float:
+    """Σ a·b over one block, in four interleaved partial sums (a short dependency chain)."""
+    width = factors.shape[2]
+    s0 = s1 = s2 = s3 = 0.0
+    c = 0
+    while c + 4 <= width:
+        s0 += np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
+        s1 += np.float64(factors[block, 0, c + 1]) * np.float64(factors[block, 1, c + 1])
+        s2 += np.float64(factors[block, 0, c + 2]) * np.float64(factors[block, 1, c + 2])
+        s3 += np.float64(factors[block, 0, c + 3]) * np.float64(factors[block, 1, c + 3])
+        c += 4
+    while c < width:
+        s0 += np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
+        c += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, inline="always")
+def _group_sum(tree: np.ndarray, start: int, width: int) -> float:
+    """Σ tree[start : start + width] in four interleaved partial sums."""
+    s0 = s1 = s2 = s3 = 0.0
+    c = 0
+    while c + 4 <= width:
+        s0 += tree[start + c]
+        s1 += tree[start + c + 1]
+        s2 += tree[start + c + 2]
+        s3 += tree[start + c + 3]
+        c += 4
+    while c < width:
+        s0 += tree[start + c]
+        c += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True)
+def rebuild(factors: np.ndarray, tree: np.ndarray, level_offsets: np.ndarray) -> None:
+    """Recomputes every block sum and every tree level: O(N)."""
     width = factors.shape[2]
     tree[:] = 0.0
     for block in range(factors.shape[0]):
-        _block_stats(factors, block, tree, sumsq, bmax, bmin)
+        tree[block] = _block_sum(factors, block)
     for level in range(1, level_offsets.size):
-        count = (level_offsets[level] - level_offsets[level - 1]) // width
-        _refresh_level(tree, level_offsets, width, level, np.arange(count) * width)
+        below, here = level_offsets[level - 1], level_offsets[level]
+        for node in range((here - below) // width):
+            tree[here + node] = _group_sum(tree, below + node * width, width)
+
+
+@njit(cache=True)
+def count_positive(factors: np.ndarray, block_offsets: np.ndarray) -> np.ndarray:
+    """Number of positive items (a > 0 and b > 0) per domain."""
+    width = factors.shape[2]
+    out = np.zeros(block_offsets.size - 1, dtype=np.int64)
+    for d in range(out.size):
+        count = 0
+        for block in range(block_offsets[d], block_offsets[d + 1]):
+            for c in range(width):
+                count += factors[block, 0, c] > 0 and factors[block, 1, c] > 0
+        out[d] = count
+    return out
 
 
 @njit(cache=True)
@@ -90,30 +349,76 @@ def write_items(
     values: np.ndarray,
     tree: np.ndarray,
     level_offsets: np.ndarray,
-    sumsq: np.ndarray,
-    bmax: np.ndarray,
-    bmin: np.ndarray,
-    position_domain_starts: np.ndarray,
+    position_offsets: np.ndarray,
     positive_items: np.ndarray,
-) -> None:
+    node_dirty: np.ndarray,
+    level_marks: np.ndarray,
+) -> bool:
     """Sets factor ``row`` (0 static, 1 dynamic) of each position, in order (the last
-    duplicate wins), and refreshes the tree; keeps ``positive_items[d]`` (items of domain d
-    with a positive weight) up to date.
+    duplicate wins), and refreshes the tree above them, each touched node once per level.
+
+    Keeps ``positive_items[d]`` (positive items of domain d) up to date, flags the touched
+    statistics nodes in ``node_dirty`` and returns whether some domain gained its first or lost
+    its last positive item. ``level_marks`` (uint8, one per node above level 0, all 0) is
+    scratch space for removing duplicate nodes; it is left all 0.
     """
     width = factors.shape[2]
-    blocks = positions // width
-    for k in range(positions.size):
-        b, c = blocks[k], positions[k] % width
-        before = factors[b, 0, c] * factors[b, 1, c] > 0
-        factors[b, row, c] = values[k]
-        after = factors[b, 0, c] * factors[b, 1, c] > 0
+    n = positions.size
+    nodes = np.empty(n, dtype=np.int64)
+    crossed = False
+    for k in range(n):
+        if k + _AHEAD < n:
+            ahead = positions[k + _AHEAD] // width
+            _prefetch(factors, ahead * 2 * width)
+            _prefetch(factors, (ahead * 2 + 1) * width)
+            _prefetch(tree, ahead - ahead % width)  # the block's sibling group: 2 lines
+            _prefetch(tree, ahead - ahead % width + width - 1)
+        p = positions[k]
+        block = p // width
+        c = p - block * width
+        before = factors[block, 0, c] > 0 and factors[block, 1, c] > 0
+        factors[block, row, c] = values[k]
+        after = factors[block, 0, c] > 0 and factors[block, 1, c] > 0
         if before != after:
-            d = np.searchsorted(position_domain_starts, positions[k], side="right") - 1
-            positive_items[d] += 1 if after else -1
-    for k in range(blocks.size):
-        _block_stats(factors, blocks[k], tree, sumsq, bmax, bmin)
+            d = _upper_bound(position_offsets, 0, position_offsets.size, p) - 1
+            count = positive_items[d]
+            if after:
+                positive_items[d] = count + 1
+                crossed |= count == 0
+            else:
+                positive_items[d] = count - 1
+                crossed |= count == 1
+        tree[block] = _block_sum(factors, block)
+        node_dirty[block // width] = 1
+        nodes[k] = block
+    count = n
     for level in range(1, level_offsets.size):
-        _refresh_level(tree, level_offsets, width, level, blocks)
+        below, here = level_offsets[level - 1], level_offsets[level]
+        marks_base = here - level_offsets[1]
+        level_size = (here - below) // width
+        unique = 0
+        marked = 4 * count >= level_size  # else few duplicates are expected: no marks
+        if not marked:
+            for k in range(count):
+                nodes[k] //= width
+            unique = count
+        else:
+            for k in range(count):
+                parent = nodes[k] // width
+                if level_marks[marks_base + parent] == 0:
+                    level_marks[marks_base + parent] = 1
+                    nodes[unique] = parent
+                    unique += 1
+        for k in range(unique):
+            if k + _AHEAD < unique:
+                _prefetch(tree, below + nodes[k + _AHEAD] * width)
+                _prefetch(tree, below + nodes[k + _AHEAD] * width + width - 1)
+            parent = nodes[k]
+            if marked:
+                level_marks[marks_base + parent] = 0
+            tree[here + parent] = _group_sum(tree, below + parent * width, width)
+        count = unique
+    return crossed
 
 
 @njit(cache=True)
@@ -168,6 +473,9 @@ def range_sums(
     return out
 
 
+# ---------------------------------------------------------------------- draws
+
+
 @njit(cache=True)
 def _draw_in_domain(goal: float, first_block: int, last_block: int, factors: np.ndarray) -> int:
     """Exact linear walk over one domain's items (the rare fallback); -1 if it has no mass."""
@@ -185,13 +493,17 @@ def _draw_in_domain(goal: float, first_block: int, last_block: int, factors: np.
 
 
 @njit(cache=True)
-def draw_positions(
+def draw_items(
     u_domain: np.ndarray,
     u_item: np.ndarray,
     cumulative_probs: np.ndarray,
     domain_starts: np.ndarray,
     domain_masses: np.ndarray,
+    exact: np.ndarray,
     block_offsets: np.ndarray,
+    position_offsets: np.ndarray,
+    item_offsets: np.ndarray,
+    perm: np.ndarray,
     factors: np.ndarray,
     tree: np.ndarray,
     level_offsets: np.ndarray,
@@ -199,63 +511,152 @@ def draw_positions(
 ) -> int:
     """Inverse-CDF draws: a domain from π, then an item of that domain ∝ its weight.
 
-    Writes positions to ``out``; returns how many draws needed the exact fallback (rounding
-    pushed the walk outside the chosen domain).
+    Writes item ids to ``out`` (through ``perm`` when it is not empty, else by the per-domain
+    offset); returns how many draws needed the exact fallback because rounding pushed the tree
+    walk outside the chosen domain. Domains flagged ``exact`` (far lighter than the mass before
+    them, where ``start + u · mass`` loses precision) always take the exact walk.
     """
     n = u_domain.size
     width = factors.shape[2]
-    num_domains = cumulative_probs.size
-    domain = np.empty(n, dtype=np.int64)
-    target = np.empty(n)
-    node = np.zeros(n, dtype=np.int64)
-    # A domain much lighter than the mass before it loses precision in the global walk
-    # (start + u * mass rounds at the scale of start): such domains take the exact walk.
-    exact = domain_starts * 2.0**-20 > domain_masses
-    for k in range(n):
-        d = min(np.searchsorted(cumulative_probs, u_domain[k], side="right"), num_domains - 1)
-        domain[k] = d
-        target[k] = domain_starts[d] + u_item[k] * domain_masses[d]
-    for level in range(level_offsets.size - 1, -1, -1):
-        base = level_offsets[level]
-        for k in range(n):
-            start = base + node[k] * width
-            t = target[k]
-            chosen = width - 1
-            for c in range(width):
-                v = tree[start + c]
-                if t < v:
-                    chosen = c
-                    break
-                t -= v
-            else:  # rounding ran past the last child: take the last positive one
-                while chosen > 0 and tree[start + chosen] <= 0:
-                    chosen -= 1
-                t = tree[start + chosen] * 0.5
-            target[k] = t
-            node[k] = node[k] * width + chosen
+    last_domain = cumulative_probs.size - 1
+    top = level_offsets.size - 1
+    domain = np.empty(_TILE, dtype=np.int64)
+    target = np.empty(_TILE)
+    node = np.empty(_TILE, dtype=np.int64)
     fallbacks = 0
-    for k in range(n):
-        d = domain[k]
-        block = node[k]
-        if not exact[d] and block_offsets[d] <= block < block_offsets[d + 1]:
-            t = target[k]
-            chosen = -1
-            last_positive = -1
-            for c in range(width):
-                w = np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
-                if w > 0:
-                    if t < w:
-                        chosen = c
-                        break
-                    last_positive = c
-                t -= w
-            if chosen < 0:
-                chosen = last_positive
-            if chosen >= 0:
-                out[k] = block * width + chosen
-                continue
-        fallbacks += 0 if exact[d] else 1
-        out[k] = _draw_in_domain(
-            u_item[k] * domain_masses[d], block_offsets[d], block_offsets[d + 1], factors
-        )
+    for first in range(0, n, _TILE):
+        m = min(_TILE, n - first)
+        for j in range(m):
+            d = _upper_bound(cumulative_probs, 0, last_domain, u_domain[first + j])
+            domain[j] = d
+            target[j] = domain_starts[d] + u_item[first + j] * domain_masses[d]
+            node[j] = 0
+        for level in range(top, -1, -1):
+            base = level_offsets[level]
+            for j in range(m):
+                if j + _AHEAD < m:
+                    _prefetch(tree, base + node[j + _AHEAD] * width)
+                start = base + node[j] * width
+                t = target[j]
+                acc = 0.0
+                before = 0.0
+                chosen = 0
+                for c in range(width):  # branch-free: count the prefix sums <= t
+                    acc += tree[start + c]
+                    inside = acc <= t
+                    chosen += inside
+                    before = acc if inside else before
+                if chosen == width:  # rounding ran past the last child: last positive one
+                    chosen = width - 1
+                    while chosen > 0 and tree[start + chosen] <= 0:
+                        chosen -= 1
+                    t = tree[start + chosen] * 0.5
+                else:
+                    t -= before
+                target[j] = t
+                node[j] = node[j] * width + chosen
+        for j in range(m):  # within the block; ``node`` becomes the position
+            if j + _AHEAD < m:
+                ahead = node[j + _AHEAD]
+                _prefetch(factors, ahead * 2 * width)
+                _prefetch(factors, (ahead * 2 + 1) * width)
+            d = domain[j]
+            block = node[j]
+            position = -1
+            if not exact[d] and block_offsets[d] <= block and block < block_offsets[d + 1]:
+                t = target[j]
+                acc = 0.0
+                chosen = 0
+                last_positive = -1
+                for c in range(width):
+                    w = np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
+                    acc += w
+                    chosen += acc <= t
+                    last_positive = c if w > 0 else last_positive
+                if chosen < width:
+                    position = block * width + chosen
+                elif last_positive >= 0:
+                    position = block * width + last_positive
+            if position < 0:
+                fallbacks += 0 if exact[d] else 1
+                position = _draw_in_domain(
+                    u_item[first + j] * domain_masses[d],
+                    block_offsets[d],
+                    block_offsets[d + 1],
+                    factors,
+                )
+            node[j] = position
+        if perm.size:  # a separate loop: independent random reads overlap
+            for j in range(m):
+                out[first + j] = perm[node[j]]
+        else:
+            for j in range(m):
+                d = domain[j]
+                out[first + j] = node[j] - position_offsets[d] + item_offsets[d]
     return fallbacks
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+@njit(cache=True)
+def _range_stats(factors: np.ndarray, first_block: int, last_block: int) -> tuple:
+    """(Σ w², max w, min positive w) over blocks [first_block, last_block), in float64."""
+    squares = 0.0
+    largest = 0.0
+    smallest = np.inf
+    for block in range(first_block, last_block):
+        for c in range(factors.shape[2]):
+            a = factors[block, 0, c]
+            b = factors[block, 1, c]
+            if a > 0 and b > 0:
+                w = np.float64(a) * np.float64(b)
+                squares += w * w
+                largest = max(largest, w)
+                smallest = min(smallest, w)
+    return squares, largest, smallest
+
+
+@njit(cache=True)
+def domain_stats(
+    factors: np.ndarray, block_offsets: np.ndarray, node_stats: np.ndarray, node_dirty: np.ndarray
+) -> np.ndarray:
+    """Per domain (Σ w², max w, min positive w); shape (K, 3).
+
+    ``node_stats`` caches the same three figures per group of ``width`` blocks (a level-1 tree
+    node); groups flagged in ``node_dirty`` are recomputed first (and unflagged). Groups that
+    straddle a domain boundary are not used: a domain's partial groups at its ends are summed
+    from the items directly. The result does not depend on which groups were cached.
+    """
+    width = factors.shape[2]
+    num_blocks = factors.shape[0]
+    for g in range(node_dirty.size):
+        if node_dirty[g]:
+            squares, largest, smallest = _range_stats(
+                factors, g * width, min((g + 1) * width, num_blocks)
+            )
+            node_stats[g, 0] = squares
+            node_stats[g, 1] = largest
+            node_stats[g, 2] = smallest
+            node_dirty[g] = 0
+    out = np.empty((block_offsets.size - 1, 3))
+    for d in range(out.shape[0]):
+        first, last = block_offsets[d], block_offsets[d + 1]
+        inner_first = (first + width - 1) // width
+        inner_last = last // width
+        if inner_first < inner_last:
+            squares, largest, smallest = _range_stats(factors, first, inner_first * width)
+            s2, l2, m2 = _range_stats(factors, inner_last * width, last)
+            squares += s2
+            largest = max(largest, l2)
+            smallest = min(smallest, m2)
+            for g in range(inner_first, inner_last):
+                squares += node_stats[g, 0]
+                largest = max(largest, node_stats[g, 1])
+                smallest = min(smallest, node_stats[g, 2])
+        else:
+            squares, largest, smallest = _range_stats(factors, first, last)
+        out[d, 0] = squares
+        out[d, 1] = largest
+        out[d, 2] = smallest
+    return out

@@ -12,20 +12,22 @@ How it stays fast past 2^24 items (where ``torch.multinomial`` stops):
 * Items are laid out domain by domain in *positions*, each domain padded to whole blocks of
   ``block_size`` items (padding slots have weight 0). When the dataset's domain ids are already
   non-decreasing (a concatenation of per-domain data sets, the common case) the layout is implicit;
-  otherwise it keeps a permutation (4 bytes per item) and a compact domain id per item.
+  otherwise it keeps a permutation (positions → items, 4 bytes per item), a compact domain id
+  per item and the low bits of each item's rank within its domain (items → positions; the high
+  bits come from a small per-domain table).
 * Per-block sums sit at the bottom of a float64 sum pyramid. A draw picks its domain from π, then
   descends the pyramid to the target mass ``prefix(domain start) + u · mass(domain)`` and finishes
-  inside one block with a cumulative sum over ``block_size`` items: O(log N) per draw, vectorised
-  over a whole chunk of draws.
+  inside one block: O(log N) per draw, compiled and run over a whole batch of draws.
 * An update rewrites the touched items, recomputes their blocks, and recomputes the pyramid nodes
   above them from their children (no accumulated floating-point drift): O(log N) per item.
 * Draws are produced lazily in chunks of ``chunk_size`` from a private generator seeded from
   (seed, epoch, chunk number), so an update reaches the draws within one chunk
   (:attr:`ReweightSampler.update_lag`) and a saved state continues exactly.
 
-Memory per item: static and dynamic factor (float32, the dynamic one only once it is used),
-about ``24 / block_size`` bytes of block statistics and pyramid, plus, for a non-contiguous
-domain layout, 4 bytes of permutation (8 past 2^31 items) and 1–4 bytes of domain id.
+Memory per item: static and dynamic factor (float32, 8 bytes), about ``8.5 / block_size``
+bytes of sum pyramid, ``24 / block_size²`` bytes of cached statistics, plus, for a
+non-contiguous domain layout, 4 bytes of permutation (8 past 2^31 items), a domain id and a
+rank (3 bytes together for up to 65,536 domains).
 """
 
 from __future__ import annotations
@@ -45,8 +47,11 @@ from reweight import _kernels, distributed
 
 __all__ = ["ReweightSampler"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2 added "epoch_offset"; version 1 states load with offset 0
+_READABLE_VERSIONS = (1, 2)
 _MIN_HISTORY_DRAWS = 1 << 17
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 ArrayLike = Any
 
@@ -68,8 +73,7 @@ def _as_float_array(name: str, values: ArrayLike, length: int | None = None) -> 
             f"{name} contains {int(bad.sum())} non-finite value(s) (first at position {first}: "
             f"{array[first]!r}); weights must be finite — mask or clip them before passing them."
         )
-    limit = float(np.finfo(np.float32).max)
-    out_of_range = (array > limit) | ((array > 0) & (array < np.finfo(np.float32).tiny))
+    out_of_range = (array > _F32_MAX) | ((array > 0) & (array < _F32_TINY))
     if out_of_range.any():
         first = int(np.flatnonzero(out_of_range)[0])
         raise ValueError(
@@ -88,12 +92,8 @@ def _as_float_array(name: str, values: ArrayLike, length: int | None = None) -> 
 
 
 def _as_index_array(indices: ArrayLike, num_items: int) -> np.ndarray:
-    if isinstance(indices, torch.Tensor):
-        indices = indices.detach().cpu().numpy()
-    array = np.asarray(indices).reshape(-1)
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"item indices must be integers, got dtype {array.dtype}.")
-    array = array.astype(np.int64, copy=False)
+    """Returns ``indices`` as a 1-D int64 array after checking type and range."""
+    array = _index_input(indices)
     if array.size and (array.min() < 0 or array.max() >= num_items):
         bad = array[(array < 0) | (array >= num_items)]
         raise IndexError(
@@ -101,6 +101,27 @@ def _as_index_array(indices: ArrayLike, num_items: int) -> np.ndarray:
             f"({bad.size} bad indices); indices must lie in [0, {num_items})."
         )
     return array
+
+
+def _index_input(indices: ArrayLike) -> np.ndarray:
+    """``indices`` as a contiguous 1-D int64 array (no copy when it already is one); checks
+    the type, not the range."""
+    if isinstance(indices, torch.Tensor):
+        indices = indices.detach().cpu().numpy()
+    array = np.asarray(indices).reshape(-1)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"item indices must be integers, got dtype {array.dtype}; pass item ids such as "
+            "batch['index']."
+        )
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _value_input(values: ArrayLike) -> np.ndarray:
+    """``values`` as a contiguous 1-D float64 array (no copy when it already is one)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(values, dtype=np.float64).reshape(-1))
 
 
 def _smallest_int_dtype(max_value: int) -> np.dtype:
@@ -175,7 +196,7 @@ class ReweightSampler(DistributedSampler):
         self.infinite = bool(infinite)
         self.shuffle = True
         self.drop_last = False
-        self.dataset = None
+        self.dataset = None  # type: ignore[assignment]
         self._build_layout(num_items, domains, num_domains)
         if num_samples is None:
             num_samples = self.num_items
@@ -188,29 +209,30 @@ class ReweightSampler(DistributedSampler):
         self.num_replicas = 1 if world_size is None else int(world_size)
         self._check_rank()
 
-        n_positions = self._num_blocks * self.block_size
         # Row 0: static factor a, row 1: dynamic factor b; padding slots have a = 0.
-        self._factors = np.ones((self._num_blocks, 2, self.block_size), dtype=np.float32)
-        static = np.zeros(n_positions, dtype=np.float32)
-        static[self._valid_positions_mask()] = 1.0
-        self._factors[:, 0, :] = static.reshape(-1, self.block_size)
+        self._factors = np.empty((self._num_blocks, 2, self.block_size), dtype=np.float32)
+        _kernels.init_factors(self._factors, self._position_offsets, self._counts)
         self._dynamic_used = False
         self._build_tree()
         self._warned_domains: set[int] = set()
-        self._probs = self.natural_probs()
+        # The requested π is in force before the static factor is applied, so that a domain
+        # with zero mass *and* zero requested probability is not reported as excluded.
+        self._probs = (
+            self.natural_probs() if domain_probs is None else self._parse_probs(domain_probs)
+        )
         if static_factor is not None:
             self.set_static(static_factor)
-        if domain_probs is not None:
-            self.set_domain_probs(domain_probs)
+        elif domain_probs is not None:
+            self.set_domain_probs(self._probs)
         else:
             self._refresh_effective_probs()
 
         # Stream state.
         self.epoch = 0
+        self._epoch_offset = 0  # caller's epoch number minus the stream's (see align_epoch)
         self._next = self.rank  # next global position this rank yields
         self._chunks: deque[tuple[int, np.ndarray]] = deque()  # (start, global item ids)
         self._generated_end = 0
-        self._domain_bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -267,60 +289,57 @@ class ReweightSampler(DistributedSampler):
         self._num_blocks = int(self._block_offsets[-1])
         self._position_offsets = self._block_offsets * self.block_size
         self._contiguous = contiguous
+        index_dtype = np.int32 if self.num_items < 2**31 else np.int64
         if contiguous:
-            self._perm: np.ndarray | None = None
-            self._item_domain: np.ndarray | None = None
+            # Empty arrays of the usual dtypes select the contiguous branch of the kernels.
+            self._perm = np.empty(0, dtype=np.int32)
+            self._item_domain = np.empty(0, dtype=np.uint8)
+            self._rank_low: np.ndarray = np.empty(0, dtype=np.uint16)
+            self._low_bits = 16
+            self._marks = np.empty(0, dtype=np.int32)
+            self._mark_offsets = np.zeros(self.num_domains + 1, dtype=np.int64)
         else:
             if dom is None:  # pragma: no cover - contiguous when there are no domains
                 raise RuntimeError("unreachable")
-            index_dtype = np.int32 if self.num_items < 2**31 else np.int64
-            order = np.argsort(dom, kind="stable").astype(index_dtype)
-            perm = np.full(self._num_blocks * self.block_size, -1, dtype=index_dtype)
-            for d in range(self.num_domains):
-                start = int(self._position_offsets[d])
-                perm[start : start + counts[d]] = order[
-                    self._item_offsets[d] : self._item_offsets[d + 1]
-                ]
-            self._perm = perm
             self._item_domain = dom.astype(_smallest_int_dtype(self.num_domains - 1))
+            # Domain id + low rank bits take 3 bytes per item for up to 65,536 domains.
+            self._low_bits = 16 if self._item_domain.dtype == np.uint8 else 8
+            self._rank_low = np.empty(
+                self.num_items, dtype=np.uint16 if self._low_bits == 16 else np.uint8
+            )
+            per_domain = (counts - 1) >> self._low_bits
+            self._mark_offsets = np.concatenate([[0], np.cumsum(per_domain)]).astype(np.int64)
+            self._marks = np.empty(int(self._mark_offsets[-1]), dtype=index_dtype)
+            self._perm = np.full(self._num_blocks * self.block_size, -1, dtype=index_dtype)
+            _kernels.build_layout(
+                self._item_domain,
+                self._position_offsets,
+                self._low_bits,
+                self._perm,
+                self._rank_low,
+                self._marks,
+                self._mark_offsets,
+            )
         layout_hash = zlib.crc32(counts.tobytes())
         if dom is not None and not contiguous:
             layout_hash = zlib.crc32(np.ascontiguousarray(dom).tobytes(), layout_hash)
         self._layout_hash = int(layout_hash)
 
-    def _valid_positions_mask(self) -> np.ndarray:
-        mask = np.zeros(self._num_blocks * self.block_size, dtype=bool)
-        for d in range(self.num_domains):
-            start = int(self._position_offsets[d])
-            mask[start : start + int(self._counts[d])] = True
-        return mask
+    def _layout_args(self) -> tuple[Any, ...]:
+        """The arrays the item → position kernels need, in their argument order."""
+        return (
+            self._item_offsets,
+            self._position_offsets,
+            self._item_domain,
+            self._rank_low,
+            self._low_bits,
+            self._marks,
+            self._mark_offsets,
+        )
 
     def _positions_of(self, items: np.ndarray) -> np.ndarray:
-        """Maps global item ids to positions in the layout."""
-        if self._perm is None:
-            d = np.searchsorted(self._item_offsets, items, side="right") - 1
-            return self._position_offsets[d] + (items - self._item_offsets[d])
-        if self._item_domain is None:  # pragma: no cover
-            raise RuntimeError("unreachable")
-        d = self._item_domain[items].astype(np.int64)
-        low = self._position_offsets[d].copy()
-        high = low + self._counts[d]
-        perm = self._perm
-        # Vectorised binary search: within a domain, positions hold ascending item ids.
-        for _ in range(int(self._counts.max()).bit_length()):
-            mid = (low + high) >> 1
-            go_right = perm[np.minimum(mid, perm.size - 1)] < items
-            go_right &= low < high
-            low = np.where(go_right, mid + 1, low)
-            high = np.where(go_right, high, np.where(low < high, mid, high))
-        return low
-
-    def _items_of(self, positions: np.ndarray) -> np.ndarray:
-        """Maps positions back to global item ids."""
-        if self._perm is not None:
-            return self._perm[positions].astype(np.int64)
-        d = np.searchsorted(self._position_offsets, positions, side="right") - 1
-        return positions - self._position_offsets[d] + self._item_offsets[d]
+        """Maps (validated) global item ids to positions in the layout."""
+        return _kernels.locate(np.ascontiguousarray(items, dtype=np.int64), *self._layout_args())
 
     def item_domains(self, items: ArrayLike) -> np.ndarray:
         """Domain id of each item (int64 array).
@@ -330,7 +349,7 @@ class ReweightSampler(DistributedSampler):
             [1, 0]
         """
         idx = _as_index_array(items, self.num_items)
-        if self._item_domain is not None:
+        if self._item_domain.size:
             return self._item_domain[idx].astype(np.int64)
         return np.searchsorted(self._item_offsets, idx, side="right") - 1
 
@@ -353,7 +372,7 @@ class ReweightSampler(DistributedSampler):
         return self._factors[positions // self.block_size, row, positions % self.block_size]
 
     def _build_tree(self) -> None:
-        """Recomputes all block statistics and the tree above them from the item factors: O(N).
+        """Recomputes the sum pyramid and the per-domain counts of positive items: O(N).
 
         The tree has fan-out ``block_size``: level 0 holds block sums, level k + 1 the sums of
         groups of ``block_size`` nodes of level k (see ``reweight._kernels``).
@@ -364,24 +383,24 @@ class ReweightSampler(DistributedSampler):
             sizes.append(-(-(sizes[-1] // width) // width) * width)
         self._level_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self._tree = np.zeros(int(sum(sizes)), dtype=np.float64)
-        self._sumsq = np.zeros(nb, dtype=np.float64)
-        self._bmax = np.zeros(nb, dtype=np.float32)
-        self._bmin = np.zeros(nb, dtype=np.float32)
-        _kernels.rebuild(
-            self._factors, self._tree, self._level_offsets, self._sumsq, self._bmax, self._bmin
-        )
-        weights = self._factor(0) * self._factor(1)
-        self._positive_items = np.add.reduceat(
-            (weights > 0).astype(np.int64), self._position_offsets[:-1]
-        )
-        self._domain_bounds_cache = None
+        self._level_marks = np.zeros(int(sum(sizes[1:])), dtype=np.uint8)
+        groups = -(-nb // width)
+        self._node_stats = np.zeros((groups, 3), dtype=np.float64)
+        self._node_dirty = np.ones(groups, dtype=np.uint8)
+        _kernels.rebuild(self._factors, self._tree, self._level_offsets)
+        self._positive_items = _kernels.count_positive(self._factors, self._block_offsets)
+        self._domain_bounds_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def _domain_has_mass(self) -> np.ndarray:
         return self._positive_items > 0
 
-    def _domain_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(start mass, mass) of every domain in the tree's cumulative order."""
+    def _domain_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start mass, mass, exact) of every domain in the tree's cumulative order.
+
+        ``exact`` flags domains much lighter than the mass before them: ``start + u · mass``
+        would round at the scale of ``start``, so their draws take an exact walk instead.
+        """
         if self._domain_bounds_cache is None:
             prefix = _kernels.prefix_sums(
                 self._tree, self._level_offsets, self.block_size, self._block_offsets
@@ -391,48 +410,76 @@ class ReweightSampler(DistributedSampler):
                 self._tree, self._level_offsets, self.block_size, self._block_offsets
             )
             masses[~self._domain_has_mass] = 0.0
-            self._domain_bounds_cache = (starts, masses)
+            exact = starts * 2.0**-20 > masses
+            self._domain_bounds_cache = (starts, masses, exact)
         return self._domain_bounds_cache
 
     # ------------------------------------------------------------------ weights
 
-    def _write(self, factor: str, positions: np.ndarray, values: np.ndarray) -> None:
-        _kernels.write_items(
+    def _write(self, row: int, positions: np.ndarray, values: np.ndarray) -> bool:
+        crossed = _kernels.write_items(
             self._factors,
-            0 if factor == "static" else 1,
+            row,
             positions,
             values,
             self._tree,
             self._level_offsets,
-            self._sumsq,
-            self._bmax,
-            self._bmin,
             self._position_offsets,
             self._positive_items,
+            self._node_dirty,
+            self._level_marks,
         )
-        self._dynamic_used |= factor == "dynamic"
+        self._dynamic_used |= row == 1
         self._domain_bounds_cache = None
+        return bool(crossed)
 
-    def _apply(self, factor: str, items: np.ndarray, values: np.ndarray) -> None:
-        """Writes factor values for items in O(log N) each; nothing changes if it would fail."""
-        if items.size == 0:
+    def _apply(self, row: int, name: str, items: ArrayLike, values: ArrayLike) -> None:
+        """Writes factor ``row`` for some items in O(log N) each; nothing changes if it fails.
+
+        The batch is validated and located in one compiled pass; only when it is bad do the
+        (slower) NumPy validators run, to raise an error that names the problem.
+        """
+        idx = _index_input(items)
+        vals = _value_input(values)
+        if vals.size != idx.size:
+            raise ValueError(
+                f"{name} has {vals.size} entries but {idx.size} were expected; "
+                "pass one value per item."
+            )
+        if idx.size == 0:
             return
-        positions = self._positions_of(items)
-        row = 0 if factor == "static" else 1
-        had_mass = self._domain_has_mass
+        positions = np.empty(idx.size, dtype=np.int64)
+        values32 = np.empty(idx.size, dtype=np.float32)
+        status, zeros = _kernels.check_and_locate(
+            idx,
+            vals,
+            self.num_items,
+            self._item_offsets,
+            self._position_offsets,
+            self._item_domain,
+            self._rank_low,
+            self._low_bits,
+            self._marks,
+            self._mark_offsets,
+            positions,
+            values32,
+        )
+        if status != 0:
+            _as_index_array(idx, self.num_items)
+            _as_float_array(name, vals, idx.size)
+            raise ValueError(f"{name}: invalid batch (status {status}).")  # pragma: no cover
         # Only a zero can remove mass; keep the old values for an undo only then.
-        may_fail = bool((values == 0).any())
-        old_values = self._factor_at(row, positions) if may_fail else None
+        old_values = self._factor_at(row, positions) if zeros else None
         was_used = self._dynamic_used
-        self._write(factor, positions, values.astype(np.float32))
+        crossed = self._write(row, positions, values32)
         if old_values is not None:
             try:
                 self._check_total_mass(self._domain_has_mass)
             except ValueError:
-                self._write(factor, positions[::-1].copy(), old_values[::-1].copy())
+                self._write(row, positions[::-1].copy(), old_values[::-1].copy())
                 self._dynamic_used = was_used
                 raise
-        if not np.array_equal(had_mass, self._domain_has_mass):
+        if crossed:
             self._refresh_effective_probs()
 
     def _check_total_mass(self, has_mass: np.ndarray) -> None:
@@ -459,13 +506,14 @@ class ReweightSampler(DistributedSampler):
         """
         if items is None:
             array = _as_float_array("static factor", values, self.num_items)
-            self._set_all("static", array)
+            self._set_all(0, array)
         else:
-            idx = _as_index_array(items, self.num_items)
-            self._apply("static", idx, _as_float_array("static factor", values, idx.size))
+            self._apply(0, "static factor", items, values)
 
     def update(self, items: ArrayLike, values: ArrayLike) -> None:
         """Sets the dynamic factor b of some items: O(log N) each; seen within one chunk.
+
+        Duplicated items take their last value. A bad batch raises and changes nothing.
 
         Example:
             >>> sampler = ReweightSampler(3)
@@ -473,26 +521,36 @@ class ReweightSampler(DistributedSampler):
             >>> sampler.probabilities([0, 1, 2]).tolist()
             [0.25, 0.25, 0.5]
         """
-        idx = _as_index_array(items, self.num_items)
-        self._apply("dynamic", idx, _as_float_array("dynamic factor", values, idx.size))
+        self._apply(1, "dynamic factor", items, values)
 
     def set_dynamic(self, values: ArrayLike) -> None:
         """Sets the dynamic factor b of every item at once (O(N))."""
-        self._set_all("dynamic", _as_float_array("dynamic factor", values, self.num_items))
+        self._set_all(1, _as_float_array("dynamic factor", values, self.num_items))
 
-    def _set_all(self, factor: str, values: np.ndarray) -> None:
-        row = 0 if factor == "static" else 1
-        positions = self._positions_of(np.arange(self.num_items, dtype=np.int64))
+    def _set_all(self, row: int, values: np.ndarray) -> None:
         new = np.zeros(self._num_blocks * self.block_size, dtype=np.float32)
-        new[positions] = values
-        product = new * self._factor(1 - row)
-        domain_sums = np.add.reduceat(product, self._position_offsets[:-1], dtype=np.float64)
-        self._check_total_mass(domain_sums > 0)
-        if factor == "dynamic":
+        _kernels.scatter_items(
+            values, self._item_domain, self._item_offsets, self._position_offsets, new
+        )
+        has_mass = _kernels.domains_with_mass(new, self._factors, 1 - row, self._position_offsets)
+        self._check_total_mass(has_mass)
+        if row == 1:
             self._dynamic_used = True
         self._factors[:, row, :] = new.reshape(-1, self.block_size)
+        del new
         self._build_tree()
         self._refresh_effective_probs()
+
+    def _parse_probs(self, probs: ArrayLike) -> np.ndarray:
+        """Validated, normalised π (no check against the items' mass)."""
+        array = _as_float_array("domain_probs", probs, self.num_domains)
+        total = array.sum()
+        if total <= 0:
+            raise ValueError(
+                f"domain_probs {array.tolist()} sum to 0; give at least one domain a positive "
+                "probability."
+            )
+        return array / total
 
     def set_domain_probs(self, probs: ArrayLike) -> None:
         """Sets π from relative per-domain weights (normalised here): O(K).
@@ -503,19 +561,13 @@ class ReweightSampler(DistributedSampler):
             >>> sampler.probabilities([0, 1]).tolist()
             [0.75, 0.08333333333333333]
         """
-        array = _as_float_array("domain_probs", probs, self.num_domains)
-        total = array.sum()
-        if total <= 0:
-            raise ValueError(
-                f"domain_probs {array.tolist()} sum to 0; give at least one domain a positive "
-                "probability."
-            )
+        array = self._parse_probs(probs)
         if not (self._domain_has_mass & (array > 0)).any():
             raise ValueError(
                 f"domain_probs {array.tolist()} put all their mass on domains whose items all "
                 "have weight 0; nothing could be drawn (nothing was changed)."
             )
-        self._probs = array / total
+        self._probs = array
         self._refresh_effective_probs()
 
     def _refresh_effective_probs(self) -> None:
@@ -529,12 +581,14 @@ class ReweightSampler(DistributedSampler):
                     "have weight 0; it is excluded from sampling and π is renormalised over the "
                     "other domains.",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
         effective = np.where(excluded, 0.0, self._probs)
         self._effective = effective / effective.sum()
         cumulative = np.cumsum(self._effective)
-        cumulative[-1] = 1.0
+        # From the last domain with positive π on, the cumulative sum is exactly 1, so that
+        # rounding can never pick a trailing domain with π = 0.
+        cumulative[int(np.flatnonzero(self._effective > 0)[-1]) :] = 1.0
         self._cumulative_probs = cumulative
 
     @property
@@ -543,29 +597,39 @@ class ReweightSampler(DistributedSampler):
         return self._effective.copy()
 
     def probabilities(self, items: ArrayLike) -> np.ndarray:
-        """q(i) for the given items under the current weights (float64)."""
+        """q(i) for the given items under the current weights (float64).
+
+        Example:
+            >>> ReweightSampler(domains=[0, 1, 1]).probabilities([0, 1]).tolist()
+            [0.3333333333333333, 0.3333333333333333]
+        """
         idx = _as_index_array(items, self.num_items)
         positions = self._positions_of(idx)
         weights = self._factor_at(0, positions).astype(np.float64)
         weights *= self._factor_at(1, positions)
         d = self.item_domains(idx)
-        _, masses = self._domain_bounds()
-        safe = np.where(masses[d] > 0, masses[d], 1.0)
-        return np.where(masses[d] > 0, self._effective[d] * weights / safe, 0.0)
+        _, masses, _ = self._domain_bounds()
+        live = masses[d] > 0
+        safe = np.where(live, masses[d], 1.0)
+        return np.where(live, self._effective[d] * weights / safe, 0.0)
 
     # ------------------------------------------------------------------ drawing
 
-    def _draw_positions(self, u_domain: np.ndarray, u_item: np.ndarray) -> np.ndarray:
-        """Inverse-CDF draws: domain from π, then an item within it, for uniform inputs."""
-        starts, masses = self._domain_bounds()
+    def _draw(self, u_domain: np.ndarray, u_item: np.ndarray) -> np.ndarray:
+        """Inverse-CDF draws of item ids: domain from π, then an item within it."""
+        starts, masses, exact = self._domain_bounds()
         out = np.empty(u_domain.size, dtype=np.int64)
-        _kernels.draw_positions(
+        _kernels.draw_items(
             u_domain,
             u_item,
             self._cumulative_probs,
             starts,
             masses,
+            exact,
             self._block_offsets,
+            self._position_offsets,
+            self._item_offsets,
+            self._perm,
             self._factors,
             self._tree,
             self._level_offsets,
@@ -581,12 +645,12 @@ class ReweightSampler(DistributedSampler):
             (3,)
         """
         rng = np.random.default_rng(seed)
-        return self._items_of(self._draw_positions(rng.random(n), rng.random(n)))
+        return self._draw(rng.random(n), rng.random(n))
 
     def _chunk_draws(self, chunk: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.epoch, chunk])
         n = self.chunk_size
-        return self._items_of(self._draw_positions(rng.random(n), rng.random(n)))
+        return self._draw(rng.random(n), rng.random(n))
 
     # ------------------------------------------------------------------ iteration
 
@@ -642,12 +706,55 @@ class ReweightSampler(DistributedSampler):
         """Starts epoch ``epoch`` from its beginning; the current epoch's position is kept.
 
         Lightning calls this at every epoch start, including when it resumes mid-epoch, so a
-        call with the epoch already under way keeps the restored position.
+        call with the epoch already under way keeps the restored position. Epoch numbers are
+        the caller's: after :meth:`align_epoch` they are shifted by :attr:`epoch_offset` to
+        the stream's epochs (an epoch number below the offset drops the offset).
+
+        Example:
+            >>> sampler = ReweightSampler(10, num_samples=4)
+            >>> sampler.set_epoch(3)
+            >>> sampler.epoch, sampler.draws_yielded
+            (3, 0)
         """
         epoch = int(epoch)
-        if epoch != self.epoch:
-            self.epoch = epoch
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}.")
+        if epoch < self._epoch_offset:
+            self._epoch_offset = 0  # the caller restarted its count
+        stream_epoch = epoch - self._epoch_offset
+        if stream_epoch != self.epoch:
+            self.epoch = stream_epoch
             self._reset_stream(consumed=0)
+
+    def align_epoch(self, epoch: int) -> None:
+        """Names the epoch under way ``epoch`` in the caller's numbering, keeping its position.
+
+        Later ``set_epoch(e)`` calls select the stream's epoch ``e - epoch_offset`` with
+        ``epoch_offset = epoch - self.epoch``; the offset is saved in :meth:`state_dict`.
+        :class:`~reweight.ReweightCallback` uses this when Lightning resumes a checkpoint
+        written after ``fit()`` stopped mid-epoch: Lightning counts that epoch as finished and
+        continues its batches under the next epoch number, while the uninterrupted run would
+        still be drawing the same epoch of the stream.
+
+        Example:
+            >>> sampler = ReweightSampler(10, num_samples=4, seed=1)
+            >>> sampler.align_epoch(1)  # the caller calls the epoch under way (stream's 0) "1"
+            >>> sampler.set_epoch(1)  # so this keeps epoch 0 and its position
+            >>> sampler.epoch, sampler.epoch_offset
+            (0, 1)
+            >>> sampler.set_epoch(2)  # the caller's next epoch is the stream's epoch 1
+            >>> sampler.epoch
+            1
+        """
+        epoch = int(epoch)
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}.")
+        self._epoch_offset = epoch - self.epoch
+
+    @property
+    def epoch_offset(self) -> int:
+        """The caller's epoch number minus the stream's epoch (0 unless :meth:`align_epoch`)."""
+        return self._epoch_offset
 
     def _reset_stream(self, consumed: int, pending: np.ndarray | None = None) -> None:
         self._chunks.clear()
@@ -743,6 +850,7 @@ class ReweightSampler(DistributedSampler):
             "num_samples": self.num_samples,
             "infinite": self.infinite,
             "epoch": self.epoch,
+            "epoch_offset": self._epoch_offset,
             "consumed": consumed,
             "pending": torch.from_numpy(
                 np.concatenate(pending) if pending else np.empty(0, dtype=np.int64)
@@ -756,10 +864,10 @@ class ReweightSampler(DistributedSampler):
         """Restores a state from :meth:`state_dict`; validates it before changing anything."""
         if not isinstance(state, Mapping) or "version" not in state:
             raise ValueError("not a ReweightSampler state (no 'version' key).")
-        if state["version"] != _STATE_VERSION:
+        if state["version"] not in _READABLE_VERSIONS:
             raise ValueError(
                 f"sampler state version {state['version']} is not supported "
-                f"(this version reads {_STATE_VERSION})."
+                f"(this version reads {', '.join(map(str, _READABLE_VERSIONS))})."
             )
         mismatched = {
             key: (value, self.fingerprint()[key])
@@ -782,16 +890,30 @@ class ReweightSampler(DistributedSampler):
         if dynamic is not None:
             dynamic = torch.as_tensor(dynamic, dtype=torch.float32).numpy()
         probs = np.asarray(state["domain_probs"], dtype=np.float64)
+        n_positions = self._factors.shape[0] * self.block_size
         for name, tensor in (("static", static), ("dynamic", dynamic)):
-            if tensor is not None and tensor.shape != (self._factors.shape[0] * self.block_size,):
+            if tensor is None:
+                continue
+            if tensor.shape != (n_positions,):
                 raise ValueError(
                     f"saved {name} factor has shape {tuple(tensor.shape)}, expected "
-                    f"({self._factors.shape[0] * self.block_size},); the state comes from another "
-                    "configuration."
+                    f"({n_positions},); the state comes from another configuration."
+                )
+            if not (np.all(tensor >= 0) and np.all(np.isfinite(tensor))):
+                raise ValueError(
+                    f"saved {name} factor has negative or non-finite values; the state is "
+                    "corrupt (nothing was changed)."
                 )
         if probs.shape != (self.num_domains,):
             raise ValueError(
                 f"saved domain_probs have shape {probs.shape}, expected ({self.num_domains},)."
+            )
+        epoch = int(state["epoch"])
+        offset = int(state.get("epoch_offset", 0))
+        consumed = int(state["consumed"])
+        if epoch < 0 or consumed < 0:
+            raise ValueError(
+                f"saved epoch {epoch} / consumed {consumed} must be >= 0; the state is corrupt."
             )
         self._factors[:, 0, :] = static.reshape(-1, self.block_size)
         self._factors[:, 1, :] = 1.0 if dynamic is None else dynamic.reshape(-1, self.block_size)
@@ -799,36 +921,40 @@ class ReweightSampler(DistributedSampler):
         self._build_tree()
         self._probs = probs
         self._refresh_effective_probs()
-        self.epoch = int(state["epoch"])
+        self.epoch = epoch
+        self._epoch_offset = offset
         pending = np.asarray(state["pending"], dtype=np.int64)
-        self._reset_stream(int(state["consumed"]), pending)
+        self._reset_stream(consumed, pending)
 
     # ------------------------------------------------------------------ diagnostics
 
     def stats(self) -> dict[str, Any]:
-        """Diagnostics of q: ESS, entropy, max/min ratio, per-domain shares (reads only).
+        """Diagnostics of q: ESS, entropy, max/min ratio, per-domain shares.
 
-        Computed from block statistics in O(N / block_size).
+        Per-item weights enter in float64 (a·b never overflows there). Σw², max and min come
+        from statistics cached per group of ``block_size²`` items, recomputed only for groups
+        changed since the last call: O(changed items · block_size + N / block_size²). The
+        entropy is exact up to 2^22 items, else a Monte-Carlo estimate (``entropy_exact``).
+        Nothing observable changes (only that cache is refreshed).
 
         Example:
             >>> s = ReweightSampler(4).stats()
             >>> round(s["ess_fraction"], 6), round(s["max_min_ratio"], 6)
             (1.0, 1.0)
         """
-        offsets = self._block_offsets[:-1]
-        mass = np.add.reduceat(self._tree[: self._num_blocks], offsets)
-        sumsq = np.add.reduceat(self._sumsq, offsets)
-        largest = np.maximum.reduceat(self._bmax, offsets).astype(np.float64)
-        smallest = np.minimum.reduceat(self._bmin, offsets).astype(np.float64)
+        per_domain = _kernels.domain_stats(
+            self._factors, self._block_offsets, self._node_stats, self._node_dirty
+        )
+        _, mass, _ = self._domain_bounds()
         pi = self._effective
-        live = (pi > 0) & (mass > 0)
-        safe_mass = np.where(live, mass, 1.0)
-        sum_q2 = float(np.sum(np.where(live, pi**2 * sumsq / safe_mass**2, 0.0)))
-        entropy, entropy_exact = self._entropy(live, safe_mass)
-        q_max = float(np.max(np.where(live, pi * largest / safe_mass, 0.0)))
-        q_min = float(np.min(np.where(live, pi * smallest / safe_mass, np.inf)))
+        live = np.flatnonzero((pi > 0) & (mass > 0))
+        pi_live, mass_live = pi[live], mass[live]
+        sumsq, largest, smallest = per_domain[live, 0], per_domain[live, 1], per_domain[live, 2]
+        sum_q2 = float(np.sum(pi_live**2 * (sumsq / mass_live) / mass_live))
+        q_max = float(np.max(pi_live * (largest / mass_live)))
+        q_min = float(np.min(pi_live * (smallest / mass_live)))
+        entropy, entropy_exact = self._entropy(live, mass)
         ess = 1.0 / sum_q2
-        reachable = int(np.sum(self._positive_items[live]))
         return {
             "ess": ess,
             "ess_fraction": ess / self.num_items,
@@ -837,7 +963,7 @@ class ReweightSampler(DistributedSampler):
             "entropy_fraction": entropy / math.log(self.num_items) if self.num_items > 1 else 1.0,
             "max_min_ratio": q_max / q_min if q_min > 0 else math.inf,
             "max_prob": q_max,
-            "reachable_items": reachable,
+            "reachable_items": int(np.sum(self._positive_items[live])),
             "domain_probs": pi.copy(),
             "update_lag": self.update_lag,
         }
@@ -845,28 +971,36 @@ class ReweightSampler(DistributedSampler):
     def _entropy(self, live: np.ndarray, mass: np.ndarray) -> tuple[float, bool]:
         """H(q): exact in O(N) up to 2^22 items, else a Monte-Carlo estimate −E_q[log q]
         from 2^16 draws of a fixed private generator (standard error well under 1%)."""
-        pi = self._effective
         if self._factors.size // 2 <= 1 << 22:
             weights = self._factor(0).astype(np.float64) * self._factor(1)
+            positive = weights > 0
             wlogw = np.add.reduceat(
-                np.where(weights > 0, weights * np.log(np.where(weights > 0, weights, 1.0)), 0.0),
+                np.where(positive, weights * np.log(np.where(positive, weights, 1.0)), 0.0),
                 self._position_offsets[:-1],
             )
-            terms = pi * (np.log(np.where(live, pi, 1.0)) - np.log(mass) + wlogw / mass)
-            return float(-np.sum(np.where(live, terms, 0.0))), True
+            pi, m = self._effective[live], mass[live]
+            terms = pi * (np.log(pi) - np.log(m) + wlogw[live] / m)
+            return float(-np.sum(terms)), True
         rng = np.random.default_rng(0x5EED)
-        draws = self._items_of(self._draw_positions(rng.random(1 << 16), rng.random(1 << 16)))
+        draws = self._draw(rng.random(1 << 16), rng.random(1 << 16))
         return float(-np.mean(np.log(self.probabilities(draws)))), False
 
     def memory_bytes(self) -> int:
-        """Bytes held in per-item and per-block arrays (what grows with N)."""
-        arrays: Sequence[np.ndarray | None] = [
+        """Bytes held in per-item and per-block arrays (what grows with N).
+
+        Example:
+            >>> ReweightSampler(1_000_000).memory_bytes() / 1_000_000 < 16
+            True
+        """
+        arrays: Sequence[np.ndarray] = [
             self._factors,
             self._perm,
             self._item_domain,
+            self._rank_low,
+            self._marks,
             self._tree,
-            self._sumsq,
-            self._bmax,
-            self._bmin,
+            self._level_marks,
+            self._node_stats,
+            self._node_dirty,
         ]
-        return int(sum(a.nbytes for a in arrays if a is not None))
+        return int(sum(a.nbytes for a in arrays))

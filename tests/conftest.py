@@ -1,18 +1,15 @@
-"""Known open sampler bugs found by the edge-case tests; each is listed in the issue note and
-fails loudly (strict xfail) once fixed, so the mark must then be removed."""
+"""Shared test configuration.
+
+Known open bugs found by edge-case tests are listed in ``KNOWN_BUGS`` (test name → reason): each
+is marked as a strict xfail, so it fails loudly once fixed and the entry must then be removed.
+None are open at the moment.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-KNOWN_BUGS = {
-    "test_stats_when_factor_products_leave_float32_range": "a·b products outside float32 range "
-    "overflow/underflow in stats(); products are not range-checked yet",
-    "test_no_warning_for_zero_mass_domain_that_has_zero_probability": "the zero-mass warning "
-    "fires while natural probabilities are in force during construction",
-    "test_stats_emit_no_numpy_warnings_with_a_zero_mass_domain": "stats() multiplies π = 0 by "
-    "an infinite smallest weight (0 × inf) for an excluded domain",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
