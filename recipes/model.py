@@ -214,9 +214,9 @@ def make_optimizer(
 ) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only, fused where the build supports it.
 
-    Biases, norms, embeddings and positions are not decayed. The fused kernel matters on the
-    CPU: the default multi-tensor AdamW slows down by about 2x here once its second-moment
-    estimates decay into subnormal floats (``torch.set_flush_denormal(True)`` also avoids that).
+    Biases, norms, embeddings and positions are not decayed. The fused kernel updates every
+    parameter in one pass; on a busy 2-core CPU it was up to 2x faster per step than the
+    default multi-tensor AdamW here, and no slower when the cores were idle.
 
     Args:
         model: The model whose parameters to optimise.
