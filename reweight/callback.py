@@ -69,6 +69,7 @@ class ReweightCallback(Callback):
         if self._pending_state is not None:
             self.reweighter.load_state_dict(self._pending_state)
             self._pending_state = None
+            self._align_resumed_epoch(trainer)
         if self.reweighter.total_steps is None:
             total = self._total_steps(trainer)
             if total is not None:
@@ -80,6 +81,22 @@ class ReweightCallback(Callback):
                     "Reweighter(total_steps=...) — the reweighter's schedules need it."
                 )
         self._last_step = trainer.global_step
+
+    def _align_resumed_epoch(self, trainer: pl.Trainer) -> None:
+        """Keeps the restored stream position when Lightning resumes it under a new epoch number.
+
+        Lightning resumes mid-epoch (``0 < batches done < batches per epoch``) under the epoch
+        number it passes to ``set_epoch`` next. Usually that is the saved epoch. But a checkpoint
+        written after ``fit()`` stopped mid-epoch (``max_steps``, then ``save_checkpoint``)
+        counts that epoch as finished, so Lightning runs its remaining batches as the *next*
+        epoch, while the uninterrupted run is still drawing the saved epoch of the stream: the
+        sampler is told that Lightning's number names the epoch under way. A resume at an epoch
+        boundary (e.g. ``limit_train_batches`` reached) starts the next epoch as usual.
+        """
+        loop = trainer.fit_loop
+        done = loop.epoch_loop.batch_progress.current.processed
+        if 0 < done < trainer.num_training_batches:
+            self.reweighter.sampler.align_epoch(loop.epoch_progress.current.processed)
 
     @staticmethod
     def _total_steps(trainer: pl.Trainer) -> int | None:

@@ -188,31 +188,80 @@ def test_resume_equivalence(tmp_path: Path, num_samples: int) -> None:
         torch.testing.assert_close(p_a, p_c)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Known gap: a checkpoint written by trainer.save_checkpoint() after fit() stopped at "
-        "max_steps mid-epoch records epoch_progress.processed=1, so on resume Lightning calls "
-        "sampler.set_epoch(1), which discards the restored epoch-0 position and starts epoch 1; "
-        "the resumed run then sees different items than the uninterrupted run."
-    ),
+@pytest.mark.parametrize(
+    ("kwargs", "stop", "total"),
+    [
+        ({}, 4, 8),  # one long epoch: stopped mid-epoch 0
+        ({"num_samples": 5 * BATCH}, 6, 13),  # stopped mid-epoch 1; runs on into epoch 2
+        # Lightning epochs of 5 batches over an endless stream: stopped mid Lightning-epoch 1
+        ({"num_samples": 40 * BATCH, "infinite": True, "limit_train_batches": 5}, 7, 13),
+    ],
+    ids=["mid-epoch", "mid-later-epoch", "limited-mid-epoch"],
 )
-def test_resume_from_save_checkpoint_after_fit(tmp_path: Path) -> None:
-    rw_a = _reweighter()
-    module_a = TinyModule(rw_a)
-    _trainer(tmp_path / "a", rw_a, max_steps=8, logger=False).fit(module_a)
+def test_resume_from_save_checkpoint_after_fit(
+    tmp_path: Path, kwargs: dict[str, Any], stop: int, total: int
+) -> None:
+    """fit() stops at max_steps, save_checkpoint() writes the state, a new fit resumes from it.
 
-    rw_b = _reweighter()
-    trainer_b = _trainer(tmp_path / "b", rw_b, max_steps=4, logger=False)
+    Lightning counts the interrupted epoch as finished and resumes its remaining batches under
+    the next epoch number; the resumed run must still see the uninterrupted run's items.
+    """
+    kwargs = dict(kwargs)
+    limit = kwargs.pop("limit_train_batches", None)
+    trainer_kwargs: dict[str, Any] = {"logger": False}
+    if limit is not None:
+        trainer_kwargs["limit_train_batches"] = limit
+    rw_a = _reweighter(**kwargs)
+    module_a = TinyModule(rw_a)
+    _trainer(tmp_path / "a", rw_a, max_steps=total, **trainer_kwargs).fit(module_a)
+    assert rw_a.global_step == total
+
+    rw_b = _reweighter(**kwargs)
+    module_b = TinyModule(rw_b)
+    trainer_b = _trainer(tmp_path / "b", rw_b, max_steps=stop, **trainer_kwargs)
+    trainer_b.fit(module_b)
+    assert _flatten(module_b.seen, 0, stop) == _flatten(module_a.seen, 0, stop)
+    path = tmp_path / "after.ckpt"
+    trainer_b.save_checkpoint(str(path))
+
+    rw_c = _reweighter(**kwargs)
+    module_c = TinyModule(rw_c)
+    trainer_c = _trainer(tmp_path / "c", rw_c, max_steps=total, **trainer_kwargs)
+    trainer_c.fit(module_c, ckpt_path=str(path))
+    assert rw_c.global_step == total
+    assert [s for s, _ in module_c.seen] == list(range(stop, total))
+    assert _flatten(module_c.seen, stop, total) == _flatten(module_a.seen, stop, total)
+    assert rw_c.sampler.epoch == rw_a.sampler.epoch
+    for p_a, p_c in zip(module_a.parameters(), module_c.parameters(), strict=True):
+        torch.testing.assert_close(p_a, p_c)
+
+
+def test_resume_from_save_checkpoint_after_fit_at_an_epoch_end(tmp_path: Path) -> None:
+    """Stopped exactly where Lightning's (limited) epoch ends: the resumed run starts the next
+    epoch of the stream afresh, as the uninterrupted run does, although the restored stream
+    position (an endless stream) is mid-epoch.
+
+    Only the first resumed step is compared: Lightning itself carries the finished epoch's batch
+    count into the resumed one and ends it early, so later epoch boundaries differ from the
+    uninterrupted run whatever the sampler does.
+    """
+    kwargs: dict[str, Any] = {"num_samples": 40 * BATCH, "infinite": True}
+    rw_a = _reweighter(**kwargs)
+    module_a = TinyModule(rw_a)
+    _trainer(tmp_path / "a", rw_a, max_steps=6, logger=False, limit_train_batches=5).fit(module_a)
+
+    rw_b = _reweighter(**kwargs)
+    trainer_b = _trainer(tmp_path / "b", rw_b, max_steps=5, logger=False, limit_train_batches=5)
     trainer_b.fit(TinyModule(rw_b))
     path = tmp_path / "after.ckpt"
     trainer_b.save_checkpoint(str(path))
 
-    rw_c = _reweighter()
+    rw_c = _reweighter(**kwargs)
     module_c = TinyModule(rw_c)
-    _trainer(tmp_path / "c", rw_c, max_steps=8, logger=False).fit(module_c, ckpt_path=str(path))
-    assert rw_c.global_step == 8
-    assert _flatten(module_c.seen, 4, 8) == _flatten(module_a.seen, 4, 8)
+    trainer_c = _trainer(tmp_path / "c", rw_c, max_steps=6, logger=False, limit_train_batches=5)
+    trainer_c.fit(module_c, ckpt_path=str(path))
+    assert _flatten(module_c.seen, 5, 6) == _flatten(module_a.seen, 5, 6)
+    assert (rw_c.sampler.epoch, rw_c.sampler.epoch_offset) == (1, 0)
 
 
 def test_resume_with_other_configuration_raises(tmp_path: Path) -> None:

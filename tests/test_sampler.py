@@ -246,6 +246,38 @@ def test_many_domains_interleaved() -> None:
     np.testing.assert_allclose(all_q(sampler), brute_force_q(dom, pi, np.ones(n), b), rtol=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("n", "k", "block_size"),
+    [
+        (200_000, 3, 16),  # ~67k items per domain: ranks past 2^16 (uint8 ids, 16 rank bits)
+        (120_000, 300, 16),  # ~400 items per domain: ranks past 2^8 (uint16 ids, 8 rank bits)
+        (20_000, 2, 3),  # odd block size
+    ],
+)
+def test_item_lookup_of_large_interleaved_domains(n: int, k: int, block_size: int) -> None:
+    """Updates reach exactly the items named, however far into its domain an item ranks."""
+    rng = np.random.default_rng(n + k)
+    dom = layout("interleaved", n, k, seed=k)
+    sampler = ReweightSampler(domains=dom, block_size=block_size)
+    assert sampler.item_domains(np.arange(n)).tolist() == dom.tolist()
+    b = np.ones(n)
+    for _ in range(3):
+        items = rng.integers(0, n, 5000)
+        values = rng.integers(1, 9, 5000) / 4
+        sampler.update(items.astype(np.int32), values.astype(np.float32))  # other dtypes too
+        b[items] = values  # numpy fancy assignment: the last duplicate wins as well
+    q = all_q(sampler)
+    np.testing.assert_allclose(q, brute_force_q(dom, sampler.natural_probs(), np.ones(n), b))
+    probe = rng.integers(0, n, 20_000)
+    np.testing.assert_array_equal(sampler.probabilities(probe), q[probe])
+    draws = sampler.sample(100_000, seed=1)
+    assert np.all(q[draws] > 0)
+    # the heaviest items are drawn about as often as q says
+    heavy = np.flatnonzero(b == b.max())
+    expected = q[heavy].sum()
+    assert abs(np.isin(draws, heavy).mean() - expected) < 5 * math.sqrt(expected / draws.size)
+
+
 # ---------------------------------------------------------------- 1. empirical frequencies
 
 
@@ -1119,6 +1151,70 @@ def test_works_as_a_dataloader_sampler() -> None:
     assert list(itertools.chain(*batches)) == list(ReweightSampler(30, **kw))
 
 
+def test_set_epoch_rejects_negative_epochs() -> None:
+    sampler = ReweightSampler(10)
+    with pytest.raises(ValueError, match="epoch"):
+        sampler.set_epoch(-1)
+    with pytest.raises(ValueError, match="epoch"):
+        sampler.align_epoch(-1)
+    assert sampler.epoch == 0
+
+
+def test_align_epoch_renames_the_epoch_under_way() -> None:
+    """After align_epoch(e), set_epoch(e) keeps the position and set_epoch(e + j) starts the
+    stream's epoch (current + j): the caller's numbering is shifted, not the stream."""
+    kw: dict[str, Any] = dict(num_samples=300, chunk_size=64, seed=3)
+    reference = ReweightSampler(40, **kw)
+    epoch0, epoch1 = list(reference), list(reference)
+    sampler = ReweightSampler(40, **kw)
+    it = iter(sampler)
+    head = [next(it) for _ in range(100)]
+    sampler.align_epoch(4)
+    assert (sampler.epoch, sampler.epoch_offset, sampler.draws_yielded) == (0, 4, 100)
+    sampler.set_epoch(4)  # the epoch under way: position kept
+    assert head + list(iter(sampler)) == epoch0
+    sampler.set_epoch(5)  # the caller's next epoch is the stream's epoch 1
+    assert sampler.epoch == 1
+    assert list(sampler) == epoch1
+    sampler.set_epoch(0)  # below the offset: the caller restarted its count
+    assert (sampler.epoch, sampler.epoch_offset) == (0, 0)
+    assert list(sampler) == epoch0
+
+
+def test_epoch_offset_survives_a_state_round_trip_and_old_states_load() -> None:
+    kw: dict[str, Any] = dict(num_samples=300, chunk_size=64, seed=3)
+    original = ReweightSampler(40, **kw)
+    it = iter(original)
+    [next(it) for _ in range(70)]
+    original.align_epoch(2)
+    state = original.state_dict()
+    assert state["version"] == 2 and state["epoch_offset"] == 2
+    restored = ReweightSampler(40, **kw)
+    restored.load_state_dict(state)
+    assert (restored.epoch, restored.epoch_offset) == (0, 2)
+    restored.set_epoch(2)  # Lightning's epoch number for the epoch under way
+    original.set_epoch(2)
+    assert list(restored) == list(it)
+    # a version-1 state (no epoch_offset) restores with offset 0
+    old = {k: v for k, v in state.items() if k != "epoch_offset"}
+    old["version"] = 1
+    legacy = ReweightSampler(40, **kw)
+    legacy.load_state_dict(old)
+    assert (legacy.epoch, legacy.epoch_offset, legacy.draws_yielded) == (0, 0, 70)
+
+
+def test_load_state_rejects_corrupt_factors() -> None:
+    sampler = ReweightSampler(40, seed=3)
+    state = sampler.state_dict()
+    before = all_q(sampler)
+    for bad in (-1.0, float("nan"), float("inf")):
+        static = state["static"].clone()
+        static[3] = bad
+        with pytest.raises(ValueError, match="static"):
+            sampler.load_state_dict(dict(state, static=static))
+        np.testing.assert_array_equal(all_q(sampler), before)
+
+
 # ---------------------------------------------------------------- 11. stats
 
 
@@ -1200,6 +1296,31 @@ def test_stats_uniform() -> None:
     assert stats["entropy_fraction"] == pytest.approx(1.0)
     assert stats["max_min_ratio"] == pytest.approx(1.0)
     assert stats["max_prob"] == pytest.approx(1 / 16)
+
+
+@pytest.mark.parametrize("kind", ["contiguous", "interleaved"])
+@pytest.mark.parametrize("block_size", [2, 16])
+def test_stats_stay_exact_between_updates(kind: str, block_size: int) -> None:
+    """stats() caches per-group figures; updates between calls must never leave them stale."""
+    n = 600
+    rng = np.random.default_rng(block_size)
+    dom = layout(kind, n, 5, seed=7)
+    sampler = ReweightSampler(
+        domains=dom, domain_probs=[0.1, 0.3, 0.2, 0.15, 0.25], block_size=block_size
+    )
+    for step in range(8):
+        items = rng.integers(0, n, 40)
+        values = rng.uniform(0.0, 10.0, 40) ** (step % 3 + 1)
+        values[::7] = 0.0
+        sampler.update(items, values)
+        if step % 3 == 0:
+            sampler.set_static(rng.uniform(0.5, 2.0, 10), items=rng.integers(0, n, 10))
+        q = all_q(sampler)
+        direct = _direct_stats(q)
+        stats = sampler.stats()
+        for key in ("ess", "entropy", "max_min_ratio", "max_prob"):
+            assert stats[key] == pytest.approx(direct[key], rel=1e-9), (step, key)
+        assert stats["reachable_items"] == direct["reachable_items"]
 
 
 # ---------------------------------------------------------------- 12. property-based
