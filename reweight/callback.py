@@ -94,9 +94,11 @@ class ReweightCallback(Callback):
         boundary (e.g. ``limit_train_batches`` reached) starts the next epoch as usual.
         """
         loop = trainer.fit_loop
-        done = loop.epoch_loop.batch_progress.current.processed
-        if 0 < done < trainer.num_training_batches:
-            self.reweighter.sampler.align_epoch(loop.epoch_progress.current.processed)
+        # Both trackers are _ProcessedTracker at run time (typed as their base class).
+        batches: Any = loop.epoch_loop.batch_progress.current
+        epochs: Any = loop.epoch_progress.current
+        if 0 < batches.processed < trainer.num_training_batches:
+            self.reweighter.sampler.align_epoch(epochs.processed)  # what set_epoch gets next
 
     @staticmethod
     def _total_steps(trainer: pl.Trainer) -> int | None:
