@@ -5,8 +5,10 @@ Documents arrive as one UTF-8 byte buffer plus offsets (document i is
 table built from Python's own ``re`` module (``\\w`` word characters, ``\\s`` whitespace,
 anything else punctuation), cuts tokens exactly like ``re.findall(r"\\w+|[^\\w\\s]+", text)``,
 and hashes every n-gram's UTF-8 bytes (tokens joined by one space) with 64-bit FNV-1a followed
-by the murmur3 ``fmix64`` finaliser; the bucket is that value modulo the bucket count. Nothing
-depends on ``PYTHONHASHSEED``, the process, the platform or the run.
+by the murmur3 ``fmix64`` finaliser; the bucket is Lemire's multiply-shift reduction of the top
+32 bits, ``((h >> 32) * num_buckets) >> 32`` (uniform, and no division). Nothing depends on
+``PYTHONHASHSEED``, the process, the platform or the run. Each token is hashed while it is cut
+(one pass); a bigram continues the first token's FNV state with a space and the second token.
 """
 
 from __future__ import annotations
@@ -28,9 +30,21 @@ _U_PRIME = np.uint64(FNV_PRIME)
 _U_FMIX_1 = np.uint64(_FMIX_1)
 _U_FMIX_2 = np.uint64(_FMIX_2)
 _U_33 = np.uint64(33)
+_U_32 = np.uint64(32)
 _U_SPACE = np.uint64(0x20)
 
 SPACE, WORD, PUNCT = 0, 1, 2  # character classes in the table
+
+
+def bucket_of(data: bytes, num_buckets: int) -> int:
+    """The bucket of an n-gram's UTF-8 bytes, in pure Python (the kernels' specification):
+    ``((stable_hash64(data) >> 32) * num_buckets) >> 32``.
+
+    Example:
+        >>> bucket_of(b"hello", 10_000)
+        9131
+    """
+    return ((stable_hash64(data) >> 32) * num_buckets) >> 32
 
 
 def stable_hash64(data: bytes) -> int:
@@ -84,13 +98,27 @@ def _fnv(h: np.uint64, data: np.ndarray, start: int, end: int) -> np.uint64:
     return h
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bucket(h: np.uint64, num_buckets: np.uint64) -> np.int64:
+    """Lemire's multiply-shift range reduction of the top 32 bits of fmix64(h)."""
+    return np.int64(((_fmix(h) >> _U_32) * num_buckets) >> _U_32)
+
+
 @numba.njit(cache=True, nogil=True)
 def _tokenize(
-    data: np.ndarray, start: int, end: int, table: np.ndarray, ts: np.ndarray, te: np.ndarray
+    data: np.ndarray,
+    start: int,
+    end: int,
+    table: np.ndarray,
+    ts: np.ndarray,
+    te: np.ndarray,
+    th: np.ndarray,
 ) -> int:
-    """Writes token byte spans [ts[k], te[k]) of data[start:end]; returns the token count."""
+    """Token byte spans [ts[k], te[k]) of data[start:end] and each token's FNV-1a state th[k]
+    (one pass); returns the token count."""
     ntok = 0
     prev = SPACE
+    h = _U_OFFSET
     i = start
     while i < end:
         b = np.int64(data[i])
@@ -117,15 +145,22 @@ def _tokenize(
             width = 4
         cls = table[cp]
         if cls == SPACE:
+            if prev != SPACE:
+                th[ntok - 1] = h
             prev = SPACE
-        elif cls == prev:
-            te[ntok - 1] = i + width
         else:
-            ts[ntok] = i
-            te[ntok] = i + width
-            ntok += 1
-            prev = cls
+            if cls != prev:  # a new token starts here
+                if prev != SPACE:
+                    th[ntok - 1] = h
+                ts[ntok] = i
+                ntok += 1
+                prev = cls
+                h = _U_OFFSET
+            te[ntok - 1] = i + width
+            h = _fnv(h, data, i, i + width)
         i += width
+    if prev != SPACE:
+        th[ntok - 1] = h
     return ntok
 
 
@@ -139,29 +174,30 @@ def _doc_buckets(
     num_buckets: int,
     ts: np.ndarray,
     te: np.ndarray,
+    th: np.ndarray,
     out: np.ndarray,
 ) -> int:
     """Bucket ids of every n-gram of one document, position-major: for each token t, the
     n-grams starting at t in increasing order (unigram, bigram, ...). Returns their count."""
-    ntok = _tokenize(data, start, end, table, ts, te)
+    ntok = _tokenize(data, start, end, table, ts, te, th)
     buckets = np.uint64(num_buckets)
     count = 0
     for t in range(ntok):
-        h = _fnv(_U_OFFSET, data, ts[t], te[t])
-        out[count] = np.int64(_fmix(h) % buckets)
+        h = th[t]
+        out[count] = _bucket(h, buckets)
         count += 1
         for order in range(1, n):
             if t + order >= ntok:
                 break
             h = (h ^ _U_SPACE) * _U_PRIME
             h = _fnv(h, data, ts[t + order], te[t + order])
-            out[count] = np.int64(_fmix(h) % buckets)
+            out[count] = _bucket(h, buckets)
             count += 1
     return count
 
 
 @numba.njit(cache=True, nogil=True)
-def _scratch(offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scratch(offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     longest = 0
     for i in range(offsets.size - 1):
         longest = max(longest, offsets[i + 1] - offsets[i])
@@ -169,6 +205,7 @@ def _scratch(offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return (
         np.empty(size, np.int64),
         np.empty(size, np.int64),
+        np.empty(size, np.uint64),
         np.empty(size * n, np.int64),
     )
 
@@ -179,12 +216,14 @@ def bucket_ids(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ids int32, id_offsets int64): the n-gram buckets of every document, concatenated."""
     ndocs = offsets.size - 1
-    ts, te, out = _scratch(offsets, n)
+    ts, te, th, out = _scratch(offsets, n)
     ids = np.empty(max(data.size * n, 1), np.int32)
     id_offsets = np.zeros(ndocs + 1, np.int64)
     total = 0
     for i in range(ndocs):
-        count = _doc_buckets(data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, out)
+        count = _doc_buckets(
+            data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, th, out
+        )
         for j in range(count):
             ids[total + j] = out[j]
         total += count
@@ -202,10 +241,12 @@ def add_counts(
     counts: np.ndarray,
 ) -> int:
     """Adds every document's n-gram bucket counts into ``counts``; returns the n-gram total."""
-    ts, te, out = _scratch(offsets, n)
+    ts, te, th, out = _scratch(offsets, n)
     total = 0
     for i in range(offsets.size - 1):
-        count = _doc_buckets(data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, out)
+        count = _doc_buckets(
+            data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, th, out
+        )
         for j in range(count):
             counts[out[j]] += 1
         total += count
@@ -222,11 +263,13 @@ def log_weights(
     log_ratio: np.ndarray,
 ) -> np.ndarray:
     """log w(x) = Σ over the document's n-grams of log_ratio[bucket], per document."""
-    ts, te, out = _scratch(offsets, n)
+    ts, te, th, out = _scratch(offsets, n)
     ndocs = offsets.size - 1
     result = np.zeros(ndocs, np.float64)
     for i in range(ndocs):
-        count = _doc_buckets(data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, out)
+        count = _doc_buckets(
+            data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, th, out
+        )
         acc = 0.0
         for j in range(count):
             acc += log_ratio[out[j]]

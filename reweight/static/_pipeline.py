@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import sys
 from collections import deque
@@ -63,6 +64,11 @@ def as_files(source: Source, *, text_field: str, skip_bad_lines: bool, format: s
 
 def describe(source: Source) -> str:
     """Short description of a source for error messages."""
+    if not isinstance(source, Files):
+        try:
+            source = as_files(source, text_field="text", skip_bad_lines=False, format="auto")
+        except (TypeError, ValueError):
+            source = None
     if isinstance(source, Files):
         names = [str(p) for p in source.paths]
         return f"files {names[:3]}{' ...' if len(names) > 3 else ''}"
@@ -104,11 +110,31 @@ def source_chunks(
         yield Chunk("<documents>", "docs", start, batch)
 
 
-def _warm_up() -> None:
-    """Worker initializer: builds the character table and loads the compiled kernels."""
+def warm_up() -> None:
+    """Builds the character table and loads the compiled kernels (in a worker process)."""
+    from reweight.static.dsir import _Task
     from reweight.static.features import HashedNgrams
 
-    HashedNgrams().total_counts(["warm up"])
+    chunk = Chunk("<warm up>", "docs", 0, ["warm up"])
+    _Task(HashedNgrams(), "text", False)(chunk)
+    _Task(HashedNgrams(), "text", False, np.zeros(10_000))(chunk)
+
+
+_PRELOAD = "reweight.static._preload"
+
+
+def _context() -> Any:
+    """``forkserver`` where available (its server imports and warms the kernels once per
+    program, and workers fork from it already warm; it never forks this process, so it is safe
+    whatever threads run here), else ``spawn``."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    preload = list(getattr(server, "_preload_modules", ["__main__"]))
+    if _PRELOAD not in preload:
+        context.set_forkserver_preload([*preload, _PRELOAD])
+    return context
 
 
 def _run_task(task: Callable[[Chunk], Any], chunk: Chunk) -> Any:
@@ -125,15 +151,16 @@ class WorkerPool:
 
 @contextmanager
 def worker_pool(workers: int | None) -> Iterator[WorkerPool]:
-    """A pool of ``workers`` processes (0 = all cores), started with ``spawn`` (safe whatever
-    threads the parent runs); with 1 worker everything runs in this process."""
+    """A pool of ``workers`` processes (0 = all cores); with 1 everything runs in this process.
+
+    As with any multiprocessing code, a script that uses ``workers > 1`` must guard its entry
+    point with ``if __name__ == "__main__":``.
+    """
     n = resolve_workers(workers)
     if n <= 1:
         yield WorkerPool(None, 1)
         return
-    executor = ProcessPoolExecutor(
-        max_workers=n, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
-    )
+    executor = ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=warm_up)
     try:
         yield WorkerPool(executor, n)
     finally:

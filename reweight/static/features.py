@@ -12,9 +12,10 @@ Specification (the numba kernels implement exactly this; the pure-Python methods
 3. **N-grams** of orders 1..``ngrams`` (default 2: unigrams and bigrams); an n-gram's string is
    its tokens joined by one space (``"new york"``).
 4. **Hash** the n-gram's UTF-8 bytes (lone surrogates encoded with ``surrogatepass``) with
-   64-bit FNV-1a, then the murmur3 ``fmix64`` finaliser; the **bucket** is that value modulo
-   ``num_buckets`` (default 10,000). The hash has no seed: buckets are identical across
-   processes, ``PYTHONHASHSEED`` values, platforms and runs.
+   64-bit FNV-1a, then the murmur3 ``fmix64`` finaliser, giving h; the **bucket** is
+   ``((h >> 32) * num_buckets) >> 32`` (Lemire's multiply-shift range reduction; default
+   ``num_buckets`` 10,000). The hash has no seed: buckets are identical across processes,
+   ``PYTHONHASHSEED`` values, platforms and runs.
 
 Character classes come from the running Python's Unicode database (recorded as
 ``unicode_version`` in saved models): characters assigned in a newer Unicode version may
@@ -36,7 +37,7 @@ from reweight.static import _hashing
 __all__ = ["HASH_NAME", "TOKENIZER_NAME", "HashedNgrams", "encode_documents"]
 
 TOKENIZER_NAME = "regex:\\w+|[^\\w\\s]+"
-HASH_NAME = "fnv1a64+fmix64"
+HASH_NAME = "fnv1a64+fmix64+mulshift32"
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]+")
 _MAX_NGRAMS = 8
 
@@ -149,9 +150,9 @@ class HashedNgrams:
 
         Example:
             >>> HashedNgrams().bucket("hello")
-            5124
+            9131
         """
-        return _hashing.stable_hash64(ngram.encode("utf-8", "surrogatepass")) % self.num_buckets
+        return _hashing.bucket_of(ngram.encode("utf-8", "surrogatepass"), self.num_buckets)
 
     # ----- compiled paths ---------------------------------------------------------------------
 

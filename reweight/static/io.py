@@ -64,6 +64,20 @@ _BLOCK_BYTES = 1 << 20  # line files are cut into ~1 MiB blocks
 _PARQUET_ROWS = 1024  # rows per Parquet record batch
 _BOM = b"\xef\xbb\xbf"
 _MAX_EXAMPLES = 5  # bad lines quoted in a skip summary
+_BLANK = " \t\r\n\x0b\x0c"  # a line of only these is blank (skipped)
+_BLANK_BYTES = _BLANK.encode()
+_DECODER = json.JSONDecoder()
+
+
+def _loads(line: str) -> Any:
+    """``json.loads(line)``, without its per-call overhead in the common case."""
+    try:
+        value, end = _DECODER.raw_decode(line)
+        if end == len(line) or not line[end:].strip(" \t\r\n"):
+            return value
+    except json.JSONDecodeError:
+        pass
+    return json.loads(line)  # leading whitespace, extra data or an error: the canonical path
 
 
 class InputError(ValueError):
@@ -391,33 +405,39 @@ def parse_chunk(
                 raw.append(rows[i])
         return ParsedChunk(records, bad, raw)
 
-    lines = chunk.payload.split(b"\n")
+    payload: bytes = chunk.payload
+    try:  # one decode per block; a block with invalid UTF-8 is decoded line by line
+        lines: list[Any] = payload.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        lines = payload.split(b"\n")
+    raw_lines = payload.split(b"\n") if keep_raw and chunk.kind == "jsonl" else None
     if lines and not lines[-1]:
         lines.pop()  # the block ends with a line end
     is_text = chunk.kind == "text"
-    for i, line in enumerate(lines):
+    for i, item in enumerate(lines):
         number = chunk.start + i
-        if number == 1 and line.startswith(_BOM):
-            line = line[len(_BOM) :]
-        if line.endswith(b"\r"):
+        if isinstance(item, bytes):
+            try:
+                line = item.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if item.strip(_BLANK_BYTES):
+                    bad.append(_bad(chunk, number, f"invalid UTF-8 ({exc.reason})", skip, line_fix))
+                continue
+        else:
+            line = item
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        if line.endswith("\r"):
             line = line[:-1]
-        if not line.strip():
+        if not line.strip(_BLANK):
             continue
         if is_text:
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                bad.append(_bad(chunk, number, f"invalid UTF-8 ({exc.reason})", skip, line_fix))
-                continue
-            records.append({"text": text})
+            records.append({"text": line})
             if raw is not None:
-                raw.append({"text": text})
+                raw.append({"text": line})
             continue
         try:
-            value = json.loads(line)
-        except UnicodeDecodeError as exc:
-            bad.append(_bad(chunk, number, f"invalid UTF-8 ({exc.reason})", skip, line_fix))
-            continue
+            value = _loads(line)
         except json.JSONDecodeError as exc:
             reason = f"invalid JSON ({exc.msg} at column {exc.colno})"
             bad.append(_bad(chunk, number, reason, skip, line_fix))
@@ -438,8 +458,11 @@ def parse_chunk(
             bad.append(_bad(chunk, number, reason, skip, field_fix))
             continue
         records.append({f: value[f] for f in fields})
-        if raw is not None:
-            raw.append(line)
+        if raw is not None and raw_lines is not None:
+            original = raw_lines[i]
+            if number == 1 and original.startswith(_BOM):
+                original = original[len(_BOM) :]
+            raw.append(original[:-1] if original.endswith(b"\r") else original)
     return ParsedChunk(records, bad, raw)
 
 
