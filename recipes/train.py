@@ -164,9 +164,10 @@ class LanguageModel(pl.LightningModule):
         total = self.trainer.strategy.reduce(self.val_sum, reduce_op="sum")
         count = self.trainer.strategy.reduce(self.val_count, reduce_op="sum")
         per_domain = (total / count.clamp(min=1)).tolist()
+        # Every rank holds the same reduced values; sync_dist only averages identical numbers.
         for name, value in zip(self.domain_names, per_domain, strict=True):
-            self.log(f"val/loss/{name}", value, sync_dist=False, rank_zero_only=True)
-        self.log("val/loss", float(np.mean(per_domain)), prog_bar=True, rank_zero_only=True)
+            self.log(f"val/loss/{name}", value, sync_dist=True)
+        self.log("val/loss", float(np.mean(per_domain)), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         cfg = self.cfg

@@ -161,3 +161,21 @@ def test_multirun_and_compare(tmp_path: Path) -> None:
     assert len(result["runs"]) == 2
     assert (tmp_path / "cmp" / "comparison.md").exists()
     _png_ok(tmp_path / "cmp" / "comparison.png")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_sim_two_cpu_processes(tmp_path: Path) -> None:
+    env = {**os.environ, "WANDB_MODE": "offline", "REWEIGHT_CACHE": str(tmp_path / "cache")}
+    cmd = [
+        sys.executable,
+        str(ROOT / "recipes" / "train.py"),
+        "trainer=ddp_sim",
+        "logger=csv",
+        *TINY,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    subprocess.run(cmd, check=True, cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["reweight"] == "full"
+    assert all(f"val/loss/{n}" in summary for n in ("code", "docs"))
