@@ -175,7 +175,8 @@ def test_ddp_sim_two_cpu_processes(tmp_path: Path) -> None:
         *TINY,
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
-    subprocess.run(cmd, check=True, cwd=tmp_path, env=env, capture_output=True, timeout=600)
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-6000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["reweight"] == "full"
     assert all(f"val/loss/{n}" in summary for n in ("code", "docs"))
