@@ -282,17 +282,19 @@ def domains_with_mass(
 @njit(cache=True, inline="always")
 def _block_sum(factors: np.ndarray, block: int) -> float:
     """Σ a·b over one block, in four interleaved partial sums (a short dependency chain)."""
-    width = factors.shape[2]
+    a = factors[block, 0]  # row views: no negative-index handling per element
+    b = factors[block, 1]
+    width = a.size
     s0 = s1 = s2 = s3 = 0.0
     c = 0
     while c + 4 <= width:
-        s0 += np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
-        s1 += np.float64(factors[block, 0, c + 1]) * np.float64(factors[block, 1, c + 1])
-        s2 += np.float64(factors[block, 0, c + 2]) * np.float64(factors[block, 1, c + 2])
-        s3 += np.float64(factors[block, 0, c + 3]) * np.float64(factors[block, 1, c + 3])
+        s0 += np.float64(a[c]) * np.float64(b[c])
+        s1 += np.float64(a[c + 1]) * np.float64(b[c + 1])
+        s2 += np.float64(a[c + 2]) * np.float64(b[c + 2])
+        s3 += np.float64(a[c + 3]) * np.float64(b[c + 3])
         c += 4
     while c < width:
-        s0 += np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
+        s0 += np.float64(a[c]) * np.float64(b[c])
         c += 1
     return (s0 + s1) + (s2 + s3)
 
@@ -300,23 +302,42 @@ def _block_sum(factors: np.ndarray, block: int) -> float:
 @njit(cache=True, inline="always")
 def _group_sum(tree: np.ndarray, start: int, width: int) -> float:
     """Σ tree[start : start + width] in four interleaved partial sums."""
+    row = tree[start : start + width]
     s0 = s1 = s2 = s3 = 0.0
     c = 0
     while c + 4 <= width:
-        s0 += tree[start + c]
-        s1 += tree[start + c + 1]
-        s2 += tree[start + c + 2]
-        s3 += tree[start + c + 3]
+        s0 += row[c]
+        s1 += row[c + 1]
+        s2 += row[c + 2]
+        s3 += row[c + 3]
         c += 4
     while c < width:
-        s0 += tree[start + c]
+        s0 += row[c]
         c += 1
     return (s0 + s1) + (s2 + s3)
 
 
+@njit(cache=True, inline="always")
+def _group_prefix(tree: np.ndarray, start: int, prefix: np.ndarray, at: int, width: int) -> None:
+    """prefix[at + c] = Σ tree[start : start + c + 1] (left to right, as a scan adds them)."""
+    row = tree[start : start + width]
+    out = prefix[at : at + width]
+    acc = 0.0
+    for c in range(width):
+        acc += row[c]
+        out[c] = acc
+
+
 @njit(cache=True)
-def rebuild(factors: np.ndarray, tree: np.ndarray, level_offsets: np.ndarray) -> None:
-    """Recomputes every block sum and every tree level: O(N)."""
+def rebuild(
+    factors: np.ndarray, tree: np.ndarray, level_offsets: np.ndarray, prefix: np.ndarray
+) -> None:
+    """Recomputes every block sum, every tree level and every level's group prefix sums: O(N).
+
+    ``prefix`` mirrors the tree above level 0 (``prefix[i - level_offsets[1]]`` belongs to
+    ``tree[i]``): within each group of ``width`` siblings it holds their running sums, which is
+    what a draw compares its target with (all at once instead of one add at a time).
+    """
     width = factors.shape[2]
     tree[:] = 0.0
     for block in range(factors.shape[0]):
@@ -325,6 +346,10 @@ def rebuild(factors: np.ndarray, tree: np.ndarray, level_offsets: np.ndarray) ->
         below, here = level_offsets[level - 1], level_offsets[level]
         for node in range((here - below) // width):
             tree[here + node] = _group_sum(tree, below + node * width, width)
+    if level_offsets.size > 1:
+        shift = level_offsets[1]
+        for start in range(shift, tree.size, width):
+            _group_prefix(tree, start, prefix, start - shift, width)
 
 
 @njit(cache=True)
@@ -349,13 +374,15 @@ def write_items(
     values: np.ndarray,
     tree: np.ndarray,
     level_offsets: np.ndarray,
+    prefix: np.ndarray,
     position_offsets: np.ndarray,
     positive_items: np.ndarray,
     node_dirty: np.ndarray,
     level_marks: np.ndarray,
 ) -> bool:
     """Sets factor ``row`` (0 static, 1 dynamic) of each position, in order (the last
-    duplicate wins), and refreshes the tree above them, each touched node once per level.
+    duplicate wins), and refreshes the tree above them and the prefix sums of the touched
+    groups (see :func:`rebuild`), removing duplicate nodes on levels where they are common.
 
     Keeps ``positive_items[d]`` (positive items of domain d) up to date, flags the touched
     statistics nodes in ``node_dirty`` and returns whether some domain gained its first or lost
@@ -376,9 +403,11 @@ def write_items(
         p = positions[k]
         block = p // width
         c = p - block * width
-        before = factors[block, 0, c] > 0 and factors[block, 1, c] > 0
+        a = factors[block, 0]
+        b = factors[block, 1]
+        before = a[c] > 0 and b[c] > 0
         factors[block, row, c] = values[k]
-        after = factors[block, 0, c] > 0 and factors[block, 1, c] > 0
+        after = a[c] > 0 and b[c] > 0
         if before != after:
             d = _upper_bound(position_offsets, 0, position_offsets.size, p) - 1
             count = positive_items[d]
@@ -417,7 +446,13 @@ def write_items(
             if marked:
                 level_marks[marks_base + parent] = 0
             tree[here + parent] = _group_sum(tree, below + parent * width, width)
+            if level > 1:  # the children's group is final now: its prefix sums too
+                start = below + parent * width
+                _group_prefix(tree, start, prefix, start - level_offsets[1], width)
         count = unique
+    top = level_offsets[level_offsets.size - 1]
+    if level_offsets.size > 1:  # the single group at the top
+        _group_prefix(tree, top, prefix, top - level_offsets[1], width)
     return crossed
 
 
@@ -476,6 +511,15 @@ def range_sums(
 # ---------------------------------------------------------------------- draws
 
 
+@njit(cache=True, inline="always")
+def _last_positive(tree: np.ndarray, start: int, width: int) -> int:
+    """Index of the last positive entry of tree[start : start + width] (0 if none)."""
+    chosen = width - 1
+    while chosen > 0 and tree[start + chosen] <= 0:
+        chosen -= 1
+    return chosen
+
+
 @njit(cache=True)
 def _draw_in_domain(goal: float, first_block: int, last_block: int, factors: np.ndarray) -> int:
     """Exact linear walk over one domain's items (the rare fallback); -1 if it has no mass."""
@@ -497,6 +541,7 @@ def draw_items(
     u_domain: np.ndarray,
     u_item: np.ndarray,
     cumulative_probs: np.ndarray,
+    guide: np.ndarray,
     domain_starts: np.ndarray,
     domain_masses: np.ndarray,
     exact: np.ndarray,
@@ -507,10 +552,14 @@ def draw_items(
     factors: np.ndarray,
     tree: np.ndarray,
     level_offsets: np.ndarray,
+    prefix: np.ndarray,
     out: np.ndarray,
 ) -> int:
     """Inverse-CDF draws: a domain from π, then an item of that domain ∝ its weight.
 
+    The domain is the first d with ``cumulative_probs[d] > u`` (the last domain if none);
+    ``guide[i]`` (length T + 1, T a power of two) is the number of domains with
+    ``cumulative_probs <= i / T``, which brackets the answer for u in [i/T, (i+1)/T).
     Writes item ids to ``out`` (through ``perm`` when it is not empty, else by the per-domain
     offset); returns how many draws needed the exact fallback because rounding pushed the tree
     walk outside the chosen domain. Domains flagged ``exact`` (far lighter than the mass before
@@ -519,6 +568,7 @@ def draw_items(
     n = u_domain.size
     width = factors.shape[2]
     last_domain = cumulative_probs.size - 1
+    buckets = guide.size - 1
     top = level_offsets.size - 1
     domain = np.empty(_TILE, dtype=np.int64)
     target = np.empty(_TILE)
@@ -527,34 +577,55 @@ def draw_items(
     for first in range(0, n, _TILE):
         m = min(_TILE, n - first)
         for j in range(m):
-            d = _upper_bound(cumulative_probs, 0, last_domain, u_domain[first + j])
+            u = u_domain[first + j]
+            bucket = np.int64(u * buckets)
+            d = _upper_bound(
+                cumulative_probs, guide[bucket], min(guide[bucket + 1], last_domain), u
+            )
             domain[j] = d
             target[j] = domain_starts[d] + u_item[first + j] * domain_masses[d]
             node[j] = 0
-        for level in range(top, -1, -1):
+        for level in range(top, 0, -1):  # compare with each group's running sums at once
             base = level_offsets[level]
+            at = base - level_offsets[1]  # where this level's prefix sums start
             for j in range(m):
                 if j + _AHEAD < m:
-                    _prefetch(tree, base + node[j + _AHEAD] * width)
-                start = base + node[j] * width
+                    _prefetch(prefix, at + node[j + _AHEAD] * width)
+                offset = node[j] * width
+                sums = prefix[at + offset : at + offset + width]
                 t = target[j]
-                acc = 0.0
-                before = 0.0
-                chosen = 0
-                for c in range(width):  # branch-free: count the prefix sums <= t
-                    acc += tree[start + c]
-                    inside = acc <= t
-                    chosen += inside
-                    before = acc if inside else before
+                count = np.int32(0)  # a 32-bit count lets the compiler vectorise this
+                for c in range(width):
+                    count += np.int32(sums[c] <= t)
+                chosen = np.int64(count)
                 if chosen == width:  # rounding ran past the last child: last positive one
-                    chosen = width - 1
-                    while chosen > 0 and tree[start + chosen] <= 0:
-                        chosen -= 1
-                    t = tree[start + chosen] * 0.5
-                else:
-                    t -= before
+                    chosen = _last_positive(tree, base + offset, width)
+                    t = tree[base + offset + chosen] * 0.5
+                elif chosen > 0:
+                    t -= sums[chosen - 1]
                 target[j] = t
-                node[j] = node[j] * width + chosen
+                node[j] = offset + chosen
+        for j in range(m):  # block sums: add them up while comparing, branch-free
+            if j + _AHEAD < m:
+                _prefetch(tree, node[j + _AHEAD] * width)
+            offset = node[j] * width
+            row = tree[offset : offset + width]
+            t = target[j]
+            acc = 0.0
+            before = 0.0
+            chosen = 0
+            for c in range(width):
+                acc += row[c]
+                inside = acc <= t
+                chosen += inside
+                before = acc if inside else before
+            if chosen == width:
+                chosen = _last_positive(tree, offset, width)
+                t = row[chosen] * 0.5
+            else:
+                t -= before
+            target[j] = t
+            node[j] = offset + chosen
         for j in range(m):  # within the block; ``node`` becomes the position
             if j + _AHEAD < m:
                 ahead = node[j + _AHEAD]
@@ -565,18 +636,19 @@ def draw_items(
             position = -1
             if not exact[d] and block_offsets[d] <= block and block < block_offsets[d + 1]:
                 t = target[j]
+                a = factors[block, 0]
+                b = factors[block, 1]
                 acc = 0.0
                 chosen = 0
-                last_positive = -1
                 for c in range(width):
-                    w = np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
-                    acc += w
+                    acc += np.float64(a[c]) * np.float64(b[c])
                     chosen += acc <= t
-                    last_positive = c if w > 0 else last_positive
-                if chosen < width:
+                if chosen == width:  # rounding ran past the last item: last positive one
+                    chosen = width - 1
+                    while chosen >= 0 and not (a[chosen] > 0 and b[chosen] > 0):
+                        chosen -= 1
+                if chosen >= 0:
                     position = block * width + chosen
-                elif last_positive >= 0:
-                    position = block * width + last_positive
             if position < 0:
                 fallbacks += 0 if exact[d] else 1
                 position = _draw_in_domain(
@@ -586,6 +658,8 @@ def draw_items(
                     factors,
                 )
             node[j] = position
+            if perm.size:
+                _prefetch(perm, position)
         if perm.size:  # a separate loop: independent random reads overlap
             for j in range(m):
                 out[first + j] = perm[node[j]]

@@ -384,10 +384,11 @@ class ReweightSampler(DistributedSampler):
         self._level_offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self._tree = np.zeros(int(sum(sizes)), dtype=np.float64)
         self._level_marks = np.zeros(int(sum(sizes[1:])), dtype=np.uint8)
+        self._prefix = np.zeros(int(sum(sizes[1:])), dtype=np.float64)
         groups = -(-nb // width)
         self._node_stats = np.zeros((groups, 3), dtype=np.float64)
         self._node_dirty = np.ones(groups, dtype=np.uint8)
-        _kernels.rebuild(self._factors, self._tree, self._level_offsets)
+        _kernels.rebuild(self._factors, self._tree, self._level_offsets, self._prefix)
         self._positive_items = _kernels.count_positive(self._factors, self._block_offsets)
         self._domain_bounds_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -424,6 +425,7 @@ class ReweightSampler(DistributedSampler):
             values,
             self._tree,
             self._level_offsets,
+            self._prefix,
             self._position_offsets,
             self._positive_items,
             self._node_dirty,
@@ -590,6 +592,8 @@ class ReweightSampler(DistributedSampler):
         # rounding can never pick a trailing domain with π = 0.
         cumulative[int(np.flatnonzero(self._effective > 0)[-1]) :] = 1.0
         self._cumulative_probs = cumulative
+        buckets = 1 << int(np.clip(math.ceil(math.log2(4 * self.num_domains)), 8, 16))
+        self._guide = np.searchsorted(cumulative, np.arange(buckets + 1) / buckets, side="right")
 
     @property
     def domain_probs(self) -> np.ndarray:
@@ -623,6 +627,7 @@ class ReweightSampler(DistributedSampler):
             u_domain,
             u_item,
             self._cumulative_probs,
+            self._guide,
             starts,
             masses,
             exact,
@@ -633,6 +638,7 @@ class ReweightSampler(DistributedSampler):
             self._factors,
             self._tree,
             self._level_offsets,
+            self._prefix,
             out,
         )
         return out
@@ -999,6 +1005,7 @@ class ReweightSampler(DistributedSampler):
             self._rank_low,
             self._marks,
             self._tree,
+            self._prefix,
             self._level_marks,
             self._node_stats,
             self._node_dirty,
