@@ -262,6 +262,10 @@ class Reweighter:
             Trainer when not given.
         nonfinite: ``"mask"`` drops NaN/inf per-sample losses from the loss, weights, table and
             domain rules (counted in metrics, warned once); ``"raise"`` makes them an error.
+        self_normalize: rescale each global batch's loss weights to mean 1 (default: lower
+            variance, the learning rate keeps its meaning, but a small bias when a rarely drawn,
+            heavily upweighted item is missing from a batch); ``False`` applies p/q as is —
+            mean 1 in expectation and unbiased (the in-batch strategy weights stay mean 1).
         seed, num_samples, infinite, chunk_size, block_size: passed to :class:`ReweightSampler`.
         realised_decay: decay of the moving averages of realised domain shares and domain losses.
 
@@ -288,6 +292,7 @@ class Reweighter:
         dynamic: DynamicWeights | None = None,
         total_steps: int | None = None,
         nonfinite: Literal["mask", "raise"] = "mask",
+        self_normalize: bool = True,
         seed: int = 0,
         num_samples: int | None = None,
         infinite: bool = False,
@@ -321,6 +326,7 @@ class Reweighter:
         self.domain_weights = domain_weights
         self.dynamic = dynamic
         self.nonfinite = nonfinite
+        self.self_normalize = bool(self_normalize)
         self.realised_decay = realised_decay
         self.total_steps: int | None = None
         self.global_step = 0
@@ -665,7 +671,8 @@ class Reweighter:
                 "the batch's loss weights sum to 0: its items have zero target probability; "
                 "draw batches from reweighter.sampler (nothing was updated)."
             )
-        weights *= num_valid / total
+        if self.self_normalize:
+            weights *= num_valid / total
 
         # ---- state updates
         if masked:
