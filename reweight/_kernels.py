@@ -520,20 +520,86 @@ def _last_positive(tree: np.ndarray, start: int, width: int) -> int:
     return chosen
 
 
+@njit(cache=True, inline="always")
+def _pick_child(values: np.ndarray, goal: float) -> tuple[int, float]:
+    """First i with goal < Σ values[: i + 1] (subtracting as it goes) and the goal left in
+    it; the last positive entry (with half its value) when rounding runs past the end."""
+    last = -1
+    for i in range(values.size):
+        v = values[i]
+        if v > 0:
+            if goal < v:
+                return i, goal
+            last = i
+        goal -= v
+    return last, values[last] * 0.5 if last >= 0 else 0.0
+
+
 @njit(cache=True)
-def _draw_in_domain(goal: float, first_block: int, last_block: int, factors: np.ndarray) -> int:
-    """Exact linear walk over one domain's items (the rare fallback); -1 if it has no mass."""
+def _draw_exact(
+    goal: float,
+    first_block: int,
+    last_block: int,
+    factors: np.ndarray,
+    tree: np.ndarray,
+    level_offsets: np.ndarray,
+) -> int:
+    """The position at mass ``goal`` within blocks [first_block, last_block), without ever
+    adding the mass outside that range (exact however light the range is next to the rest).
+
+    The range is split into the tree nodes that lie inside it (at most 2·(width - 1) per level,
+    visited in the order :func:`range_sums` adds them); the goal picks one of them, and the walk
+    descends inside it: O(width · log N). -1 if the range has no positive item.
+    """
     width = factors.shape[2]
+    top = level_offsets.size - 1
+    s, e = first_block, last_block
+    level = 0
     chosen = -1
-    for block in range(first_block, last_block):
-        for c in range(width):
-            w = np.float64(factors[block, 0, c]) * np.float64(factors[block, 1, c])
-            if w > 0:
-                chosen = block * width + c
-                if goal < w:
-                    return chosen
-                goal -= w
-    return chosen
+    chosen_level = -1
+    last = -1
+    last_level = -1
+    while s < e and level <= top and chosen < 0:
+        base = level_offsets[level]
+        whole = s // width == (e - 1) // width or level == top
+        left_end = e if whole else (s // width + 1) * width
+        right_start = e if whole else (e // width) * width
+        for lo, hi in ((s, left_end), (right_start, e)):
+            for j in range(lo, hi):
+                v = tree[base + j]
+                if v > 0:
+                    if goal < v:
+                        chosen, chosen_level = j, level
+                        break
+                    last, last_level = j, level
+                goal -= v
+            if chosen >= 0:
+                break
+        if whole:
+            break
+        s, e = left_end // width, right_start // width
+        level += 1
+    if chosen < 0:  # rounding ran past the range's mass: the last positive node
+        if last < 0:
+            return -1
+        chosen, chosen_level = last, last_level
+        goal = tree[level_offsets[last_level] + last] * 0.5
+    node = chosen
+    for level in range(chosen_level, 0, -1):
+        start = level_offsets[level - 1] + node * width
+        child, goal = _pick_child(tree[start : start + width], goal)
+        node = node * width + max(child, 0)
+    a = factors[node, 0]
+    b = factors[node, 1]
+    last = -1
+    for c in range(width):
+        w = np.float64(a[c]) * np.float64(b[c])
+        if w > 0:
+            if goal < w:
+                return node * width + c
+            last = c
+        goal -= w
+    return node * width + last if last >= 0 else -1
 
 
 @njit(cache=True)
@@ -651,11 +717,13 @@ def draw_items(
                     position = block * width + chosen
             if position < 0:
                 fallbacks += 0 if exact[d] else 1
-                position = _draw_in_domain(
+                position = _draw_exact(
                     u_item[first + j] * domain_masses[d],
                     block_offsets[d],
                     block_offsets[d + 1],
                     factors,
+                    tree,
+                    level_offsets,
                 )
             node[j] = position
             if perm.size:

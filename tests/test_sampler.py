@@ -373,6 +373,32 @@ def test_light_domain_next_to_heavy_domain_keeps_exact_probabilities(
     assert chisquare(counts).pvalue > 1e-3
 
 
+@pytest.mark.parametrize("kind", ["contiguous", "interleaved"])
+@pytest.mark.parametrize("block_size", [2, 16])
+def test_large_light_domain_after_heavy_domains_draws_exactly(kind: str, block_size: int) -> None:
+    """A domain 1e-60 times lighter than the mass before it spans many tree nodes: its draws
+    take the exact walk, which must still follow q within the domain."""
+    n_heavy, n_light = 3000, 2000
+    dom = np.r_[np.zeros(n_heavy, dtype=np.int64), np.ones(n_light, dtype=np.int64)]
+    rng = np.random.default_rng(block_size)
+    a = np.r_[np.full(n_heavy, 1e30), rng.integers(1, 5, n_light) * 1e-30]
+    if kind == "interleaved":
+        order = rng.permutation(dom.size)
+        dom, a = dom[order], a[order]
+    sampler = ReweightSampler(
+        domains=dom, static_factor=a, domain_probs=[0.5, 0.5], block_size=block_size
+    )
+    q = all_q(sampler)
+    light = np.flatnonzero(dom == 1)
+    assert q[light].sum() == pytest.approx(0.5, rel=1e-9)
+    draws = sampler.sample(200_000, seed=3)
+    hits = draws[dom[draws] == 1]
+    assert abs(hits.size / draws.size - 0.5) < 5 * math.sqrt(0.25 / draws.size)
+    counts = np.bincount(hits, minlength=dom.size)[light]
+    expected = q[light] / q[light].sum() * hits.size
+    assert chisquare(counts, expected).pvalue > 1e-3
+
+
 # ---------------------------------------------------------------- 3. update lag
 
 
