@@ -387,3 +387,38 @@ def test_log_weights_plug_into_reweighter(tmp_path: Path, mode: str) -> None:
             ratio = rw.loss_weights(items).numpy()
             np.testing.assert_allclose(ratio / ratio.sum(), factor / factor.sum(), rtol=1e-5)
         assert factor[:40].mean() > factor[40:].mean()  # target-like items favoured
+
+
+def test_min_tokens_excludes_short_documents_from_selection(tmp_path: Path) -> None:
+    docs = ["a b c d e", "a b", "", "a b c d e f g"]
+    model = fit(docs, ["a b c"])
+    full = model.log_importance_weights(docs)
+    cut = model.log_importance_weights(docs, min_tokens=5)
+    assert np.isfinite(full).all()
+    assert np.array_equal(np.isinf(cut), [False, True, True, False])
+    assert np.array_equal(cut[[0, 3]], full[[0, 3]])
+    out = tmp_path / "w.npy"
+    model.save_log_importance_weights(docs, out, min_tokens=5)
+    assert np.array_equal(np.load(out), cut)
+    with pytest.raises(ValueError, match="min_tokens must be an int >= 0"):
+        model.log_importance_weights(docs, min_tokens=-1)
+    f = model.featurizer
+    _, tokens = f.log_weights_and_tokens(docs, model.log_ratio)
+    assert tokens.tolist() == [len(f.tokenize(d)) for d in docs]
+
+
+@pytest.mark.parametrize("block", [3, 100, 1 << 20])
+def test_weights_and_errors_do_not_depend_on_block_size(tmp_path: Path, block: int) -> None:
+    docs = _corpus(80, 20, WORDS_A + WORDS_B)
+    path = _write_jsonl(tmp_path / "raw.jsonl", docs)
+    model = fit(docs, docs[:10])
+    expected = model.log_importance_weights(docs)
+    assert np.array_equal(model.log_importance_weights(path, block_bytes=block), expected)
+    lines = path.read_text().splitlines()
+    lines[57] = "not json"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"raw.jsonl:58: invalid JSON"):
+        model.log_importance_weights(path, block_bytes=block)
+    with pytest.warns(BadLinesWarning, match=r"raw.jsonl:58"):
+        got = model.log_importance_weights(path, block_bytes=block, skip_bad_lines=True)
+    assert np.array_equal(got, np.delete(expected, 57))

@@ -15,6 +15,7 @@ from reweight.static.io import (
     Chunk,
     Files,
     InputError,
+    LineNumbers,
     detect_format,
     iter_chunks,
     iter_records,
@@ -171,3 +172,47 @@ def test_fields_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fields must be non-empty strings"):
         list(iter_records(path, []))
     assert list(iter_records(path, "text")) == [{"text": "a"}]  # a single name is accepted
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 64, 1 << 20])
+def test_byte_span_chunks_cover_every_line_once(tmp_path: Path, block: int) -> None:
+    rows = [{"text": "é" * (i * 13 % 40), "i": i} for i in range(60)]
+    body = "".join(
+        json.dumps(r, ensure_ascii=False) + ("\r\n" if i % 3 else "\n") for i, r in enumerate(rows)
+    )
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode().rstrip(b"\n"))  # BOM, no final line end
+    chunks = list(iter_chunks(Files(path), ["text", "i"], block_bytes=block, spans=True))
+    assert all(c.payload is None and c.span is not None for c in chunks)
+    parsed = [parse_chunk(c, ["text", "i"]) for c in chunks]
+    assert [r for p in parsed for r in p.records] == rows
+    assert sum(p.lines for p in parsed) == 60
+
+
+@pytest.mark.parametrize("block", [1, 5, 33, 1 << 20])
+def test_byte_span_bad_lines_get_their_file_line_numbers(tmp_path: Path, block: int) -> None:
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(30)]
+    lines[11] = "{broken"
+    lines[25] = '{"other": 1}'
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n\n")
+    numbers = LineNumbers()
+    messages: list[str] = []
+    records = []
+    for chunk in iter_chunks(Files(path), ["text"], block_bytes=block, spans=True):
+        parsed = parse_chunk(chunk, ["text"], skip_bad_lines=True)
+        messages += numbers.resolve(chunk, parsed, skip_bad_lines=True)
+        records += parsed.records
+    assert len(records) == 28
+    assert [m.split(": ")[0] for m in messages] == [f"{path}:12", f"{path}:26"]
+    numbers = LineNumbers()
+    with pytest.raises(InputError, match=r"d.jsonl:12: invalid JSON"):
+        for chunk in iter_chunks(Files(path), ["text"], block_bytes=block, spans=True):
+            numbers.resolve(chunk, parse_chunk(chunk, ["text"]), skip_bad_lines=False)
+
+
+def test_gzip_files_are_read_here_even_with_spans(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "d.jsonl.gz", "wb") as f:
+        f.write(b'{"text": "a"}\n{"text": "b"}\n')
+    chunks = list(iter_chunks(Files(tmp_path / "d.jsonl.gz"), ["text"], spans=True))
+    assert [c.span for c in chunks] == [None] and chunks[0].start == 1

@@ -176,9 +176,9 @@ def _doc_buckets(
     te: np.ndarray,
     th: np.ndarray,
     out: np.ndarray,
-) -> int:
+) -> tuple[int, int]:
     """Bucket ids of every n-gram of one document, position-major: for each token t, the
-    n-grams starting at t in increasing order (unigram, bigram, ...). Returns their count."""
+    n-grams starting at t in increasing order (unigram, bigram, ...). Returns (n-grams, tokens)."""
     ntok = _tokenize(data, start, end, table, ts, te, th)
     buckets = np.uint64(num_buckets)
     count = 0
@@ -193,7 +193,7 @@ def _doc_buckets(
             h = _fnv(h, data, ts[t + order], te[t + order])
             out[count] = _bucket(h, buckets)
             count += 1
-    return count
+    return count, ntok
 
 
 @numba.njit(cache=True, nogil=True)
@@ -221,7 +221,7 @@ def bucket_ids(
     id_offsets = np.zeros(ndocs + 1, np.int64)
     total = 0
     for i in range(ndocs):
-        count = _doc_buckets(
+        count, _ = _doc_buckets(
             data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, th, out
         )
         for j in range(count):
@@ -244,7 +244,7 @@ def add_counts(
     ts, te, th, out = _scratch(offsets, n)
     total = 0
     for i in range(offsets.size - 1):
-        count = _doc_buckets(
+        count, _ = _doc_buckets(
             data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, th, out
         )
         for j in range(count):
@@ -261,17 +261,20 @@ def log_weights(
     n: int,
     num_buckets: int,
     log_ratio: np.ndarray,
-) -> np.ndarray:
-    """log w(x) = Σ over the document's n-grams of log_ratio[bucket], per document."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log w(x) = Σ over the document's n-grams of log_ratio[bucket], token count), per
+    document."""
     ts, te, th, out = _scratch(offsets, n)
     ndocs = offsets.size - 1
     result = np.zeros(ndocs, np.float64)
+    tokens = np.zeros(ndocs, np.int64)
     for i in range(ndocs):
-        count = _doc_buckets(
+        count, ntok = _doc_buckets(
             data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, th, out
         )
         acc = 0.0
         for j in range(count):
             acc += log_ratio[out[j]]
         result[i] = acc
-    return result
+        tokens[i] = ntok
+    return result, tokens

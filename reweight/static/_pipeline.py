@@ -1,8 +1,11 @@
 """Sources of documents, ordered parallel map over blocks, progress bars, streaming ``.npy``.
 
-One reading process streams blocks (:class:`~reweight.static.io.Chunk`) to a pool of worker
-processes; each block is read once, parsed and featurised by one worker, and results come back
-in input order. At most ``2 × workers`` blocks are in flight, so memory stays bounded.
+This process cuts the input into blocks (:class:`~reweight.static.io.Chunk`) and hands them to
+a pool of worker processes; results come back in input order. For uncompressed JSONL and text
+files a block is only a byte range: the worker reads those bytes itself, so every byte is read
+once, by one worker, and nothing large passes through this process. Compressed files, Parquet
+record batches and in-memory documents are read here and sent. At most ``2 × workers`` blocks
+are in flight, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -82,11 +85,17 @@ def source_chunks(
     block_bytes: int = BLOCK_BYTES,
     batch_docs: int = BATCH_DOCS,
     all_columns: bool = False,
+    spans: bool = False,
 ) -> Iterator[Chunk]:
-    """Blocks of a source: file blocks for :class:`Files`, batches of in-memory documents."""
+    """Blocks of a source: file blocks for :class:`Files` (byte ranges that workers read, with
+    ``spans``), batches of in-memory documents."""
     if files is not None:
         yield from iter_chunks(
-            files, [files.text_field], all_columns=all_columns, block_bytes=block_bytes
+            files,
+            [files.text_field],
+            all_columns=all_columns,
+            block_bytes=block_bytes,
+            spans=spans,
         )
         return
     if isinstance(source, (str, bytes)):

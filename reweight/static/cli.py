@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="DIR", help="model directory from `fit`")
     p.add_argument("--raw", nargs="+", required=True, metavar="PATH", help="documents to weight")
     p.add_argument("--out", required=True, metavar="FILE", help="output .npy file")
+    p.add_argument(
+        "--min-tokens",
+        type=int,
+        default=0,
+        help="give documents with fewer tokens log weight -inf, so `resample` never selects "
+        "them (data-selection uses 100); keep 0 for training weights (default: 0)",
+    )
     _add_reading(p)
 
     p = sub.add_parser(
@@ -205,14 +212,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_weights(args: argparse.Namespace) -> int:
     model = DSIRModel.load(args.model)
     count = model.save_log_importance_weights(
-        _files(args.raw, args), args.out, workers=args.workers, progress=not args.no_progress
+        _files(args.raw, args),
+        args.out,
+        workers=args.workers,
+        progress=not args.no_progress,
+        min_tokens=args.min_tokens,
     )
     if count == 0:
         raise ValueError(f"the raw files {args.raw} hold no documents.")
     logw = np.load(args.out, mmap_mode="r")
+    finite = np.isfinite(logw)
+    excluded = f"; {int((~finite).sum())} under --min-tokens set to -inf" if args.min_tokens else ""
+    shown = logw[finite] if finite.any() else np.zeros(1)
     print(
-        f"wrote {count} log weights to {args.out} (min {float(np.min(logw)):.4g}, "
-        f"mean {float(np.mean(logw)):.4g}, max {float(np.max(logw)):.4g})"
+        f"wrote {count} log weights to {args.out} (min {float(np.min(shown)):.4g}, "
+        f"mean {float(np.mean(shown)):.4g}, max {float(np.max(shown)):.4g}{excluded})"
     )
     return 0
 

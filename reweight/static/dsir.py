@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from reweight.static._pipeline import (
     worker_pool,
 )
 from reweight.static.features import HashedNgrams, encode_documents
-from reweight.static.io import Chunk, Files, ReadStats, parse_chunk
+from reweight.static.io import Chunk, Files, LineNumbers, ParsedChunk, ReadStats, parse_chunk
 
 __all__ = ["DSIRModel", "count_ngrams", "fit"]
 
@@ -56,30 +56,47 @@ class _Task:
     text_field: str
     skip_bad_lines: bool
     log_ratio: np.ndarray | None = None  # None: count n-grams; else: log weights
+    min_tokens: int = 0  # documents with fewer tokens get log weight -inf
 
-    def docs(self, chunk: Chunk, limit: int | None = None) -> tuple[list[str], list[str]]:
+    def run(self, chunk: Chunk, limit: int | None = None) -> _Result:
+        """Counts (or log weights) of the documents of one block, and what was bad in it."""
         field = self.text_field
         parsed = parse_chunk(chunk, [field], require_str=field, skip_bad_lines=self.skip_bad_lines)
         texts = [r[field] for r in parsed.records]
-        return (texts if limit is None else texts[:limit]), parsed.bad
-
-    def run(self, chunk: Chunk, limit: int | None = None) -> tuple[Any, int, int, list[str]]:
-        """(counts or log weights, documents, n-grams, bad lines) of one block."""
-        texts, bad = self.docs(chunk, limit)
+        if limit is not None:
+            texts = texts[:limit]
         f = self.featurizer
         data, offsets = encode_documents(texts, f.lowercase)
         table = _hashing.char_classes()
         if self.log_ratio is None:
             counts = np.zeros(f.num_buckets, dtype=np.int64)
             total = _hashing.add_counts(data, offsets, table, f.ngrams, f.num_buckets, counts)
-            return counts, len(texts), int(total), bad
-        weights = _hashing.log_weights(
+            parsed.records = []  # not needed by the reading process
+            return _Result(counts, len(texts), int(total), parsed)
+        weights, tokens = _hashing.log_weights(
             data, offsets, table, f.ngrams, f.num_buckets, self.log_ratio
         )
-        return weights, len(texts), 0, bad
+        if self.min_tokens > 0:
+            weights[tokens < self.min_tokens] = -np.inf
+        parsed.records = []  # not needed by the reading process
+        return _Result(weights, len(texts), 0, parsed)
 
-    def __call__(self, chunk: Chunk) -> tuple[Any, int, int, list[str]]:
+    def __call__(self, chunk: Chunk) -> _Result:
         return self.run(chunk)
+
+
+class _Result(NamedTuple):
+    value: np.ndarray  # bucket counts or log weights
+    docs: int
+    ngrams: int
+    parsed: ParsedChunk  # bad lines and line count (records dropped)
+
+
+def _bad_lines(
+    chunk: Chunk, result: _Result, numbers: LineNumbers, skip: bool, stats: ReadStats
+) -> None:
+    """Numbers the block's bad lines (raising for the first unless skipping) and counts them."""
+    stats.add_bad(numbers.resolve(chunk, result.parsed, skip))
 
 
 def _prepare(
@@ -157,20 +174,21 @@ def _count_ngrams(
     task = _Task(featurizer, field, skip)
     counts = np.zeros(featurizer.num_buckets, dtype=np.int64)
     stats = ReadStats()
+    numbers = LineNumbers()
     ndocs = total = 0
-    chunks = source_chunks(source, files, block_bytes=block_bytes)
+    chunks = source_chunks(source, files, block_bytes=block_bytes, spans=True)
     with progress_bar(progress, desc) as bar:
         results = map_ordered(task, chunks, pool)
         try:
-            for chunk, (part, docs, ngrams, bad) in results:
-                if max_docs is not None and ndocs + docs >= max_docs:
+            for chunk, result in results:
+                if max_docs is not None and ndocs + result.docs >= max_docs:
                     # Recount the block that crosses the limit, keeping only what is needed.
-                    part, docs, ngrams, bad = task.run(chunk, limit=max_docs - ndocs)
-                counts += part
-                ndocs += docs
-                total += ngrams
-                stats.add_bad(bad)
-                bar.update(docs)
+                    result = task.run(chunk, limit=max_docs - ndocs)
+                _bad_lines(chunk, result, numbers, skip, stats)
+                counts += result.value
+                ndocs += result.docs
+                total += result.ngrams
+                bar.update(result.docs)
                 if max_docs is not None and ndocs >= max_docs:
                     break
         finally:
@@ -293,18 +311,25 @@ class DSIRModel:
         workers: int,
         progress: bool,
         block_bytes: int,
+        min_tokens: int,
     ) -> Iterator[np.ndarray]:
+        if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 0:
+            raise ValueError(f"min_tokens must be an int >= 0, got {min_tokens!r}.")
         files, field, skip = _prepare(source, text_field, skip_bad_lines, format)
-        task = _Task(self.featurizer, field, skip, np.asarray(self.log_ratio))
+        # A writable copy: the compiled kernel is specialised on it (a read-only array would
+        # need a second compilation).
+        ratio = np.array(self.log_ratio, dtype=np.float64)
+        task = _Task(self.featurizer, field, skip, ratio, min_tokens)
         stats = ReadStats()
-        chunks = source_chunks(source, files, block_bytes=block_bytes)
+        numbers = LineNumbers()
+        chunks = source_chunks(source, files, block_bytes=block_bytes, spans=True)
         with worker_pool(workers) as pool, progress_bar(progress, "weights") as bar:
             results = map_ordered(task, chunks, pool)
             try:
-                for _, (weights, docs, _, bad) in results:
-                    stats.add_bad(bad)
-                    bar.update(docs)
-                    yield weights
+                for chunk, result in results:
+                    _bad_lines(chunk, result, numbers, skip, stats)
+                    bar.update(result.docs)
+                    yield result.value
             finally:
                 results.close()
         stats.warn()
@@ -319,6 +344,7 @@ class DSIRModel:
         workers: int = 1,
         progress: bool = False,
         block_bytes: int = BLOCK_BYTES,
+        min_tokens: int = 0,
     ) -> np.ndarray:
         """log w(x) = Σ_b c_b(x)·r[b] of every document, in input order (float64).
 
@@ -331,6 +357,10 @@ class DSIRModel:
             workers: processes (0 = all cores, 1 = this process only).
             progress: show a progress bar with documents/s on stderr.
             block_bytes: bytes of file read per block handed to a worker.
+            min_tokens: documents with fewer tokens get log weight ``-inf``, so that
+                :func:`~reweight.static.importance_resample` never selects them (the reference
+                package drops documents under 100 tokens from selection). Leave 0 for training
+                weights: ``StaticWeights`` needs finite values.
 
         Example:
             >>> model = fit(raw=["a b", "c d"], target=["a b"])
@@ -346,6 +376,7 @@ class DSIRModel:
                 workers=workers,
                 progress=progress,
                 block_bytes=block_bytes,
+                min_tokens=min_tokens,
             )
         )
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
@@ -361,6 +392,7 @@ class DSIRModel:
         workers: int = 1,
         progress: bool = False,
         block_bytes: int = BLOCK_BYTES,
+        min_tokens: int = 0,
     ) -> int:
         """Streams the log weights of every document into a ``.npy`` file (bounded memory).
 
@@ -382,6 +414,7 @@ class DSIRModel:
                 workers=workers,
                 progress=progress,
                 block_bytes=block_bytes,
+                min_tokens=min_tokens,
             ):
                 writer.write(weights)
         return writer.count

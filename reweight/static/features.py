@@ -210,7 +210,18 @@ class HashedNgrams:
             >>> f.log_weights(["a a", "b", ""], ratio).tolist()
             [1.0, 0.0, 0.0]
         """
-        ratio = np.ascontiguousarray(log_ratio, dtype=np.float64)
+        return self.log_weights_and_tokens(docs, log_ratio)[0]
+
+    def log_weights_and_tokens(
+        self, docs: Iterable[str], log_ratio: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(log weights as in :meth:`log_weights`, int64 token count of each document).
+
+        Example:
+            >>> HashedNgrams().log_weights_and_tokens(["a b, c", ""], np.zeros(10_000))[1].tolist()
+            [4, 0]
+        """
+        ratio = np.array(log_ratio, dtype=np.float64)  # writable: one compiled specialisation
         if ratio.shape != (self.num_buckets,):
             raise ValueError(
                 f"log_ratio must have shape ({self.num_buckets},), got {ratio.shape}; it must "

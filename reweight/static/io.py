@@ -41,6 +41,7 @@ __all__ = [
     "Chunk",
     "Files",
     "InputError",
+    "LineNumbers",
     "ParsedChunk",
     "ReadStats",
     "detect_format",
@@ -184,21 +185,64 @@ class Chunk:
     1-based number of its first line), ``"parquet"`` (``payload`` a pyarrow RecordBatch,
     ``start`` the 1-based number of its first row) or ``"docs"`` (``payload`` a list of
     in-memory documents, ``start`` the 0-based index of the first one).
+
+    A *span* chunk (``span=(begin, end)``, ``payload`` None, ``start`` 0) names a byte range of
+    an uncompressed line file instead: the parser reads the lines that start in that range
+    itself, so the reading process sends only the range, and line numbers are resolved later
+    (:class:`LineNumbers`) from the line counts of the ranges before it.
     """
 
     path: str
     kind: str
     start: int
     payload: Any
+    span: tuple[int, int] | None = None
 
 
 @dataclass
 class ParsedChunk:
-    """Records parsed from a :class:`Chunk`, the bad lines skipped, and optionally raw rows."""
+    """Records parsed from a :class:`Chunk`, the bad lines skipped, and optionally raw rows.
+
+    For a span chunk, ``bad`` is empty and ``pending`` holds (line index in the chunk, reason,
+    hint) of each bad line, to be numbered with :meth:`LineNumbers.resolve`; ``lines`` is the
+    number of lines the chunk held.
+    """
 
     records: list[dict[str, Any]]
     bad: list[str]
     raw: list[Any] | None = None
+    lines: int = 0
+    pending: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+class LineNumbers:
+    """Numbers the lines of span chunks, which arrive in file order, and reports bad lines.
+
+    Example:
+        >>> numbers = LineNumbers()
+        >>> first = Chunk("d.jsonl", "jsonl", 0, None, span=(0, 100))
+        >>> numbers.resolve(first, ParsedChunk([], [], lines=7), skip_bad_lines=True)
+        []
+        >>> second = Chunk("d.jsonl", "jsonl", 0, None, span=(100, 200))
+        >>> parsed = ParsedChunk([], [], lines=3, pending=[(1, "invalid JSON", "Fix it,")])
+        >>> numbers.resolve(second, parsed, skip_bad_lines=True)
+        ['d.jsonl:9: invalid JSON']
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def resolve(self, chunk: Chunk, parsed: ParsedChunk, skip_bad_lines: bool) -> list[str]:
+        """Messages of the chunk's bad lines (raising InputError for the first one unless
+        ``skip_bad_lines``); advances the line count of the chunk's file."""
+        if chunk.span is None:
+            return list(parsed.bad)
+        first = 1 if chunk.span[0] == 0 else self._next.get(chunk.path, 1)
+        self._next[chunk.path] = first + parsed.lines
+        return [
+            _bad(chunk, first + index, reason, skip_bad_lines, fix)
+            for index, reason, fix in parsed.pending
+        ]
 
 
 @dataclass
@@ -283,11 +327,14 @@ def iter_chunks(
     all_columns: bool = False,
     block_bytes: int = _BLOCK_BYTES,
     parquet_rows: int = _PARQUET_ROWS,
+    spans: bool = False,
 ) -> Iterator[Chunk]:
     """Reads ``files`` into :class:`Chunk` blocks (each byte read once, memory bounded).
 
     Checks up front that Parquet files have the requested columns and that plain text files are
     only asked for ``"text"``. ``all_columns`` reads every Parquet column (to copy whole rows).
+    With ``spans``, uncompressed line files are not read here at all: each block is a byte
+    range that its parser reads (see :class:`Chunk`).
 
     Example:
         >>> import pathlib, tempfile
@@ -324,9 +371,40 @@ def iter_chunks(
                 if batch.num_rows:
                     yield Chunk(str(path), "parquet", row, batch)
                     row += batch.num_rows
+        elif spans and path.suffix.lower() != ".gz":
+            size = path.stat().st_size
+            for begin in range(0, size, block_bytes):
+                yield Chunk(str(path), kind, 0, None, (begin, min(begin + block_bytes, size)))
         else:
             for lineno, block in _line_blocks(path, block_bytes):
                 yield Chunk(str(path), kind, lineno, block)
+
+
+def _read_span(path: str, begin: int, end: int) -> bytes:
+    """The lines that start in bytes [begin, end) of a file (the last one read to its end)."""
+    with open(path, "rb") as handle:
+        if begin > 0:
+            handle.seek(begin - 1)
+            data = handle.read(end - begin + 1)
+            cut = data.find(b"\n")
+            if cut < 0:
+                return b""  # no line starts in this range
+            data = data[cut + 1 :]
+        else:
+            data = handle.read(end)
+        if data and not data.endswith(b"\n"):
+            rest = [data]
+            while True:
+                piece = handle.read(1 << 16)
+                if not piece:
+                    break
+                cut = piece.find(b"\n")
+                if cut >= 0:
+                    rest.append(piece[: cut + 1])
+                    break
+                rest.append(piece)
+            data = b"".join(rest)
+    return data
 
 
 def _bad(chunk: Chunk, number: int, reason: str, skip: bool, fix: str) -> str:
@@ -366,10 +444,18 @@ def parse_chunk(
     fields = _check_fields(fields)
     records: list[dict[str, Any]] = []
     bad: list[str] = []
+    pending: list[tuple[int, str, str]] = []
     raw: list[Any] | None = [] if keep_raw else None
     skip = skip_bad_lines
     field_fix = "Choose the text field with text_field=... (--text-field), fix the line,"
     line_fix = "Fix or remove the line,"
+    deferred = chunk.span is not None
+
+    def flag(number: int, reason: str, fix: str) -> None:
+        if deferred:
+            pending.append((number, reason, fix))
+        else:
+            bad.append(_bad(chunk, number, reason, skip, fix))
 
     if chunk.kind == "docs":
         for offset, doc in enumerate(chunk.payload):
@@ -392,20 +478,25 @@ def parse_chunk(
             record = {f: columns[f][i] for f in fields}
             nulls = [f for f in fields if record[f] is None]
             if nulls:
-                bad.append(_bad(chunk, number, f"null value in column(s) {nulls}", skip, line_fix))
+                flag(number, f"null value in column(s) {nulls}", line_fix)
                 continue
             if require_str is not None and not isinstance(record[require_str], str):
                 reason = (
                     f"column {require_str!r} is {type(record[require_str]).__name__}, not a string"
                 )
-                bad.append(_bad(chunk, number, reason, skip, field_fix))
+                flag(number, reason, field_fix)
                 continue
             records.append(record)
             if raw is not None and rows is not None:
                 raw.append(rows[i])
         return ParsedChunk(records, bad, raw)
 
-    payload: bytes = chunk.payload
+    if chunk.span is not None:
+        payload: bytes = _read_span(chunk.path, *chunk.span)
+        first_of_file = chunk.span[0] == 0
+    else:
+        payload = chunk.payload
+        first_of_file = chunk.start == 1
     try:  # one decode per block; a block with invalid UTF-8 is decoded line by line
         lines: list[Any] = payload.decode("utf-8").split("\n")
     except UnicodeDecodeError:
@@ -415,17 +506,17 @@ def parse_chunk(
         lines.pop()  # the block ends with a line end
     is_text = chunk.kind == "text"
     for i, item in enumerate(lines):
-        number = chunk.start + i
+        number = chunk.start + i  # the index in the chunk for a span chunk
         if isinstance(item, bytes):
             try:
                 line = item.decode("utf-8")
             except UnicodeDecodeError as exc:
                 if item.strip(_BLANK_BYTES):
-                    bad.append(_bad(chunk, number, f"invalid UTF-8 ({exc.reason})", skip, line_fix))
+                    flag(number, f"invalid UTF-8 ({exc.reason})", line_fix)
                 continue
         else:
             line = item
-        if number == 1 and line.startswith("\ufeff"):
+        if i == 0 and first_of_file and line.startswith("\ufeff"):
             line = line[1:]
         if line.endswith("\r"):
             line = line[:-1]
@@ -439,31 +530,27 @@ def parse_chunk(
         try:
             value = _loads(line)
         except json.JSONDecodeError as exc:
-            reason = f"invalid JSON ({exc.msg} at column {exc.colno})"
-            bad.append(_bad(chunk, number, reason, skip, line_fix))
+            flag(number, f"invalid JSON ({exc.msg} at column {exc.colno})", line_fix)
             continue
         if not isinstance(value, dict):
-            reason = f"a JSON {type(value).__name__}, not an object"
-            bad.append(_bad(chunk, number, reason, skip, line_fix))
+            flag(number, f"a JSON {type(value).__name__}, not an object", line_fix)
             continue
         missing = [f for f in fields if f not in value]
         if missing:
             keys = list(value)[:20]
-            reason = f"missing field(s) {missing}; the record has keys {keys}"
-            bad.append(_bad(chunk, number, reason, skip, field_fix))
+            flag(number, f"missing field(s) {missing}; the record has keys {keys}", field_fix)
             continue
         if require_str is not None and not isinstance(value[require_str], str):
             got = type(value[require_str]).__name__
-            reason = f"field {require_str!r} is a JSON {got}, not a string"
-            bad.append(_bad(chunk, number, reason, skip, field_fix))
+            flag(number, f"field {require_str!r} is a JSON {got}, not a string", field_fix)
             continue
         records.append({f: value[f] for f in fields})
         if raw is not None and raw_lines is not None:
             original = raw_lines[i]
-            if number == 1 and original.startswith(_BOM):
+            if i == 0 and first_of_file and original.startswith(_BOM):
                 original = original[len(_BOM) :]
             raw.append(original[:-1] if original.endswith(b"\r") else original)
-    return ParsedChunk(records, bad, raw)
+    return ParsedChunk(records, bad, raw, lines=len(lines), pending=pending)
 
 
 def iter_records(
