@@ -11,6 +11,9 @@ of groups of ``width`` nodes of level k; every level is padded with zeros to who
 the top level is a single group. ``level_offsets[k]`` is where level k starts. Every node is
 recomputed from its children in one fixed order (never updated by differences), so the tree is
 a pure function of the factors: a rebuilt tree equals an incrementally updated one bit for bit.
+Above level 0, ``prefix`` mirrors the tree with the running sums within each group of siblings,
+so that a draw compares its target with a whole group at once (vectorised) instead of adding
+the siblings one by one; level 0 (16 times larger) is scanned by adding.
 
 Positions and items: each domain's items occupy consecutive positions from
 ``position_offsets[d]`` in ascending item order (padded to whole blocks). In the *contiguous*
@@ -74,7 +77,8 @@ def _prefetch_intrinsic(typingctx: Any, array: Any, index: Any) -> Any:
             ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]),
             "llvm.prefetch.p0",
         )
-        # read, high temporal locality, data cache
+        # read, high temporal locality, data cache. LLVM versions with typed pointers (numba
+        # 0.59's LLVM 14) rename the intrinsic to its mangled form (llvm.prefetch.p0i8).
         builder.call(
             function, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
         )

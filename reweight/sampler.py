@@ -17,17 +17,21 @@ How it stays fast past 2^24 items (where ``torch.multinomial`` stops):
   bits come from a small per-domain table).
 * Per-block sums sit at the bottom of a float64 sum pyramid. A draw picks its domain from π, then
   descends the pyramid to the target mass ``prefix(domain start) + u · mass(domain)`` and finishes
-  inside one block: O(log N) per draw, compiled and run over a whole batch of draws.
+  inside one block: O(log N) per draw, compiled and run over a whole batch of draws. A domain
+  far lighter than the mass before it (where that sum would round) is drawn by an exact walk
+  over the pyramid nodes inside the domain, still O(block_size · log N).
 * An update rewrites the touched items, recomputes their blocks, and recomputes the pyramid nodes
   above them from their children (no accumulated floating-point drift): O(log N) per item.
 * Draws are produced lazily in chunks of ``chunk_size`` from a private generator seeded from
   (seed, epoch, chunk number), so an update reaches the draws within one chunk
   (:attr:`ReweightSampler.update_lag`) and a saved state continues exactly.
 
-Memory per item: static and dynamic factor (float32, 8 bytes), about ``8.5 / block_size``
-bytes of sum pyramid, ``24 / block_size²`` bytes of cached statistics, plus, for a
-non-contiguous domain layout, 4 bytes of permutation (8 past 2^31 items), a domain id and a
-rank (3 bytes together for up to 65,536 domains).
+Memory per item (:meth:`ReweightSampler.memory_bytes`): static and dynamic factor (float32,
+8 bytes), about ``8.6 / block_size`` bytes of sum pyramid and its running sums, ``25 /
+block_size²`` bytes of cached statistics, plus, for a non-contiguous domain layout, 4 bytes of
+permutation (8 past 2^31 items), a domain id and the low bits of a rank (3 bytes together for
+up to 65,536 domains, 5 beyond). With the default block size that is about 8.6 bytes per item
+for a contiguous layout and 15.7 for an interleaved one.
 """
 
 from __future__ import annotations
