@@ -226,15 +226,6 @@ def _describe(value: Any) -> Any:
     return type(value).__name__
 
 
-def _sampler_factors(sampler: ReweightSampler, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The static and dynamic factors (a, b) of items, as float64 arrays."""
-    positions = sampler._positions_of(np.asarray(items, dtype=np.int64))
-    return (
-        sampler._factor_at(0, positions).astype(np.float64),
-        sampler._factor_at(1, positions).astype(np.float64),
-    )
-
-
 def _as_schedule(value: Any) -> Callable[[float], float]:
     if callable(value):
         return value
@@ -521,7 +512,7 @@ class Reweighter:
         """Σ_{j∈d} t_j for every domain, in float64 (O(N))."""
         n, k = self.sampler.num_items, self.sampler.num_domains
         items = np.arange(n)
-        static, dynamic = _sampler_factors(self.sampler, items)
+        static, dynamic = self.sampler.factors(items)
         t = self._target_static.astype(np.float64) if self._target_static is not None else static
         if self._b_in_target:
             t = t * dynamic
@@ -566,7 +557,7 @@ class Reweighter:
                 per_domain = np.where(sampled > 0, self._target_probs / sampled, 0.0)
             return per_domain[dom]
         q = self.sampler.probabilities(idx)
-        static, dynamic = _sampler_factors(self.sampler, idx)
+        static, dynamic = self.sampler.factors(idx)
         t = (
             self._target_static[idx].astype(np.float64)
             if self._target_static is not None
@@ -739,7 +730,7 @@ class Reweighter:
                 floor=self.dynamic.floor,
             )
             if self._target_mass is not None and self._b_in_target:
-                _, old = _sampler_factors(self.sampler, items)
+                _, old = self.sampler.factors(items)
                 a = self._target_static[items].astype(np.float64)  # type: ignore[index]
                 self._target_mass += np.bincount(
                     self._item_domains(items), weights=a * (priority - old), minlength=k

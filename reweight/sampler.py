@@ -604,6 +604,22 @@ class ReweightSampler(DistributedSampler):
         """The π actually sampled: requested π without zero-mass domains, renormalised."""
         return self._effective.copy()
 
+    def factors(self, items: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """The static factor a and the dynamic factor b of the given items (float64 arrays).
+
+        Example:
+            >>> sampler = ReweightSampler(3)
+            >>> sampler.update([1], [4.0])
+            >>> [f.tolist() for f in sampler.factors([0, 1])]
+            [[1.0, 1.0], [1.0, 4.0]]
+        """
+        idx = _as_index_array(items, self.num_items)
+        positions = self._positions_of(idx)
+        return (
+            self._factor_at(0, positions).astype(np.float64),
+            self._factor_at(1, positions).astype(np.float64),
+        )
+
     def probabilities(self, items: ArrayLike) -> np.ndarray:
         """q(i) for the given items under the current weights (float64).
 
