@@ -43,11 +43,12 @@ def test_quick_json_run_of_our_side(tmp_path: Path) -> None:
         assert all(run[key] > 0 for key in RUN_KEYS)
     assert report["config"]["workers"] == 2
     kl = report["kl_reduction"]["ours_space"]
-    assert set(kl) == {"ours_1", "ours_nofilter", "random"}
+    assert set(kl) == {"ours_1", "ours_nofilter", "ours_alpha0", "random"}
     assert kl["ours_1"] > kl["random"]  # DSIR beats a random selection of the same size
     assert report["topic_share"]["ours_1"] > 2 * report["topic_share"]["raw"]
     scaling = report["scaling"]
     assert scaling["docs"] >= 3000 and scaling["ours_all"]["workers"] == 2
+    assert scaling["hardware"]["workers"] == 2 and scaling["hardware"]["speedup"] > 0
     assert scaling["speedup"] == pytest.approx(
         scaling["ours_all"]["weights_docs_per_s"] / scaling["ours_1"]["weights_docs_per_s"]
     )

@@ -223,3 +223,30 @@ def test_module_entry_point_in_a_subprocess(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert fit(good, good).raw_counts.tolist() == DSIRModel.load(tmp_path / "m").raw_counts.tolist()
+
+
+def test_min_tokens_weights_then_resample(
+    corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    d, raw, target = corpus["dir"], str(corpus["raw"]), str(corpus["target"])
+    model_dir = str(d / "model")
+    assert main(["fit", "--raw", raw, "--target", target, "--target-text-field", "body",
+                 "--out", model_dir, "--workers", "1", "--no-progress"]) == 0  # fmt: skip
+    code, out, err = _run(
+        ["weights", "--model", model_dir, "--raw", raw, "--out", str(d / "w.npy"),
+         "--min-tokens", "30", "--workers", "1", "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    logw = np.load(d / "w.npy")
+    texts = [json.loads(line)["text"] for line in corpus["raw"].read_text().splitlines()]
+    short = np.array([len(t.split()) < 30 for t in texts])  # these documents are words only
+    assert np.array_equal(np.isinf(logw), short) and short.any()
+    assert f"{int(short.sum())} under --min-tokens set to -inf" in out
+    code, out, err = _run(
+        ["resample", "--weights", str(d / "w.npy"), "--raw", raw, "-k", "50",
+         "--out", str(d / "sel.jsonl"), "--indices-out", str(d / "idx.npy"), "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert not short[np.load(d / "idx.npy")].any()

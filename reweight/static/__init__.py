@@ -13,7 +13,10 @@ each raw document by w(x) = p_target(f(x)) / p_raw(f(x)) in a hashed n-gram feat
   non-text features;
 - :func:`iter_records` / :class:`Files` — streaming JSONL, Parquet and plain-text input.
 
-Files of any size are streamed with bounded memory, and ``workers=0`` uses every core.
+Files of any size are streamed with bounded memory, and ``workers=0`` uses every core (worker
+processes come from a ``forkserver`` that imports this package once; as with any
+multiprocessing code, a script that uses ``workers > 1`` must guard its entry point with
+``if __name__ == "__main__":``).
 The log weights plug into training as ``reweight.StaticWeights(log_weights=...)``; the command
 line is ``python -m reweight.static {fit,weights,resample,kl,density}``.
 

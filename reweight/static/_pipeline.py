@@ -27,7 +27,9 @@ import numpy as np
 
 from reweight.static.io import Chunk, Files, iter_chunks
 
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 20  # blocks read by this process (compressed files)
+MIN_BLOCK_BYTES = 1 << 16
+MAX_BLOCK_BYTES = 1 << 22
 BATCH_DOCS = 1024
 
 Source = Any  # Files | str | os.PathLike | sequence of PathLike | iterable of document strings
@@ -43,6 +45,25 @@ def resolve_workers(workers: int | None) -> int:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an int >= 0 (0 = all cores), got {workers!r}.")
     return workers
+
+
+def resolve_block_bytes(block_bytes: int | None, files: Files | None, workers: int) -> int:
+    """The block size to use: ``block_bytes`` if given, else the input size over 4 blocks per
+    worker, clamped to [64 KiB, 4 MiB] (large blocks cost less to hand out; enough of them
+    keep every worker busy).
+
+    Example:
+        >>> resolve_block_bytes(None, None, 8), resolve_block_bytes(4096, None, 8)
+        (1048576, 4096)
+    """
+    if block_bytes is not None:
+        if isinstance(block_bytes, bool) or not isinstance(block_bytes, int) or block_bytes < 1:
+            raise ValueError(f"block_bytes must be a positive int or None, got {block_bytes!r}.")
+        return block_bytes
+    if files is None:
+        return BLOCK_BYTES
+    total = sum(p.stat().st_size for p in files.paths if p.is_file())
+    return int(min(MAX_BLOCK_BYTES, max(MIN_BLOCK_BYTES, total // (4 * max(workers, 1)))))
 
 
 def as_files(source: Source, *, text_field: str, skip_bad_lines: bool, format: str) -> Files | None:

@@ -27,7 +27,6 @@ import numpy as np
 
 from reweight.static import _hashing
 from reweight.static._pipeline import (
-    BLOCK_BYTES,
     NpyStreamWriter,
     Source,
     WorkerPool,
@@ -35,6 +34,7 @@ from reweight.static._pipeline import (
     describe,
     map_ordered,
     progress_bar,
+    resolve_block_bytes,
     source_chunks,
     worker_pool,
 )
@@ -119,7 +119,7 @@ def count_ngrams(
     workers: int = 1,
     progress: bool = False,
     desc: str = "count",
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """Bucket counts summed over a corpus: (int64 counts, documents, n-grams).
 
@@ -131,7 +131,8 @@ def count_ngrams(
         workers: processes (0 = all cores, 1 = this process only).
         progress: show a progress bar with documents/s on stderr.
         desc: label of the progress bar.
-        block_bytes: bytes of file read per block handed to a worker.
+        block_bytes: bytes per block of file handed to a worker (default: automatic,
+            64 KiB to 4 MiB, so that every worker gets several blocks).
 
     Example:
         >>> counts, docs, ngrams = count_ngrams(["a b", "c"])
@@ -164,7 +165,7 @@ def _count_ngrams(
     format: str,
     progress: bool,
     desc: str,
-    block_bytes: int,
+    block_bytes: int | None,
 ) -> tuple[np.ndarray, int, int]:
     if max_docs is not None and (
         isinstance(max_docs, bool) or not isinstance(max_docs, int) or max_docs < 1
@@ -176,7 +177,8 @@ def _count_ngrams(
     stats = ReadStats()
     numbers = LineNumbers()
     ndocs = total = 0
-    chunks = source_chunks(source, files, block_bytes=block_bytes, spans=True)
+    block = resolve_block_bytes(block_bytes, files, pool.workers)
+    chunks = source_chunks(source, files, block_bytes=block, spans=True)
     with progress_bar(progress, desc) as bar:
         results = map_ordered(task, chunks, pool)
         try:
@@ -310,7 +312,7 @@ class DSIRModel:
         format: str,
         workers: int,
         progress: bool,
-        block_bytes: int,
+        block_bytes: int | None,
         min_tokens: int,
     ) -> Iterator[np.ndarray]:
         if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 0:
@@ -322,8 +324,9 @@ class DSIRModel:
         task = _Task(self.featurizer, field, skip, ratio, min_tokens)
         stats = ReadStats()
         numbers = LineNumbers()
-        chunks = source_chunks(source, files, block_bytes=block_bytes, spans=True)
         with worker_pool(workers) as pool, progress_bar(progress, "weights") as bar:
+            block = resolve_block_bytes(block_bytes, files, pool.workers)
+            chunks = source_chunks(source, files, block_bytes=block, spans=True)
             results = map_ordered(task, chunks, pool)
             try:
                 for chunk, result in results:
@@ -343,7 +346,7 @@ class DSIRModel:
         format: str = "auto",
         workers: int = 1,
         progress: bool = False,
-        block_bytes: int = BLOCK_BYTES,
+        block_bytes: int | None = None,
         min_tokens: int = 0,
     ) -> np.ndarray:
         """log w(x) = Σ_b c_b(x)·r[b] of every document, in input order (float64).
@@ -356,7 +359,8 @@ class DSIRModel:
             text_field, skip_bad_lines, format: how to read files (see ``Files``).
             workers: processes (0 = all cores, 1 = this process only).
             progress: show a progress bar with documents/s on stderr.
-            block_bytes: bytes of file read per block handed to a worker.
+            block_bytes: bytes per block of file handed to a worker (default: automatic,
+            64 KiB to 4 MiB, so that every worker gets several blocks).
             min_tokens: documents with fewer tokens get log weight ``-inf``, so that
                 :func:`~reweight.static.importance_resample` never selects them (the reference
                 package drops documents under 100 tokens from selection). Leave 0 for training
@@ -391,7 +395,7 @@ class DSIRModel:
         format: str = "auto",
         workers: int = 1,
         progress: bool = False,
-        block_bytes: int = BLOCK_BYTES,
+        block_bytes: int | None = None,
         min_tokens: int = 0,
     ) -> int:
         """Streams the log weights of every document into a ``.npy`` file (bounded memory).
@@ -544,7 +548,7 @@ def fit(
     format: str = "auto",
     workers: int = 1,
     progress: bool = False,
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
 ) -> DSIRModel:
     """Fits the DSIR importance estimator: bucket distributions of the raw and target corpora.
 
@@ -560,7 +564,8 @@ def fit(
         text_field, skip_bad_lines, format: how to read files (see ``Files``).
         workers: processes (0 = all cores, 1 = this process only).
         progress: show progress bars with documents/s on stderr.
-        block_bytes: bytes of file read per block handed to a worker.
+        block_bytes: bytes per block of file handed to a worker (default: automatic,
+            64 KiB to 4 MiB, so that every worker gets several blocks).
 
     Raises:
         ValueError: when either corpus has no documents or no n-grams.

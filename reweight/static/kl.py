@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from reweight.static._pipeline import BLOCK_BYTES, worker_pool
+from reweight.static._pipeline import worker_pool
 from reweight.static.dsir import _count_ngrams
 from reweight.static.features import HashedNgrams
 
@@ -76,7 +76,7 @@ def kl_report(
     format: str = "auto",
     workers: int = 1,
     progress: bool = False,
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
 ) -> dict[str, float]:
     """The KL reduction and its two terms, with the document counts of corpora given as text.
 
@@ -152,7 +152,7 @@ def kl_reduction(
     format: str = "auto",
     workers: int = 1,
     progress: bool = False,
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
 ) -> float:
     """KL(p̂_target ‖ q̃_raw) − KL(p̂_target ‖ q̃_selected), in nats (see the module docstring).
 
