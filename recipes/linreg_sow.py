@@ -479,7 +479,7 @@ def format_table(summary: dict[str, dict[str, Any]], config: Config) -> str:
 
 def format_lr_table(tuned: dict[str, dict[str, Any]], grid: Sequence[float]) -> str:
     """A readable table of :func:`tune_lr`'s output: steps to the threshold per rate."""
-    header = f"{'strategy':<10}" + "".join(f" {'lr=' + repr(lr):>14}" for lr in grid)
+    header = f"{'strategy':<10}" + "".join(f" {'lr=' + repr(lr):>16}" for lr in grid)
     header += f" {'best lr':>8} {'speedup':>7}"
     lines = [header, "-" * len(header)]
     for strategy, row in tuned.items():
