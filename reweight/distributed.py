@@ -22,6 +22,7 @@ import torch.distributed as tdist
 __all__ = [
     "all_gather_cat",
     "all_reduce_sum",
+    "collective_device",
     "is_distributed",
     "rank",
     "world_size",
@@ -72,6 +73,20 @@ def is_distributed() -> bool:
         False
     """
     return _initialized() and tdist.get_world_size() > 1
+
+
+def collective_device() -> torch.device:
+    """Where tensors must live for this process group's collectives: the current CUDA device
+    under NCCL (which only moves GPU tensors), the CPU otherwise (gloo, MPI, one process).
+
+    Example:
+        >>> from reweight.distributed import collective_device
+        >>> collective_device()
+        device(type='cpu')
+    """
+    if is_distributed() and tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _check_tensor(t: object, name: str) -> torch.Tensor:

@@ -614,7 +614,8 @@ class Reweighter:
                     f"batch['reference_loss'] has {columns[-1].numel()} values for "
                     f"{loss64.numel()} samples; give one reference loss per sample."
                 )
-        gathered = distributed.all_gather_cat(torch.stack(columns, dim=1)).numpy()
+        local = torch.stack(columns, dim=1).to(distributed.collective_device())
+        gathered = distributed.all_gather_cat(local).cpu().numpy()
         g_loss = gathered[:, 0]
         g_idx = gathered[:, 1].astype(np.int64)
         mine = gathered[:, 2] == distributed.rank()

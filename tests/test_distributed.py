@@ -151,3 +151,9 @@ def test_two_process_gloo(tmp_path: Path) -> None:
         assert res["gather_empty_one"].dtype == torch.int32
         assert res["gather_empty_one"].tolist() == [0, 1, 2, 3]
         assert res["gather_empty_all"].shape == (0, 3)
+
+
+def test_collective_device_is_cpu_without_nccl() -> None:
+    from reweight.distributed import collective_device
+
+    assert collective_device() == torch.device("cpu")
