@@ -48,10 +48,12 @@ __all__ = [
     "draw_items",
     "init_factors",
     "locate",
+    "position_uniforms",
     "prefix_sums",
     "range_sums",
     "rebuild",
     "scatter_items",
+    "stream_key",
     "write_items",
 ]
 
@@ -624,6 +626,8 @@ def draw_items(
     level_offsets: np.ndarray,
     prefix: np.ndarray,
     out: np.ndarray,
+    domain_probs: np.ndarray,
+    q_out: np.ndarray,
 ) -> int:
     """Inverse-CDF draws: a domain from π, then an item of that domain ∝ its weight.
 
@@ -633,9 +637,12 @@ def draw_items(
     Writes item ids to ``out`` (through ``perm`` when it is not empty, else by the per-domain
     offset); returns how many draws needed the exact fallback because rounding pushed the tree
     walk outside the chosen domain. Domains flagged ``exact`` (far lighter than the mass before
-    them, where ``start + u · mass`` loses precision) always take the exact walk.
+    them, where ``start + u · mass`` loses precision) always take the exact walk. When
+    ``q_out`` is not empty it receives each draw's probability q = π(d)·a·b / mass(d), computed
+    exactly as :meth:`ReweightSampler.probabilities` computes it (``domain_probs`` is π).
     """
     n = u_domain.size
+    want_q = q_out.size > 0
     width = factors.shape[2]
     last_domain = cumulative_probs.size - 1
     buckets = guide.size - 1
@@ -730,6 +737,11 @@ def draw_items(
                     level_offsets,
                 )
             node[j] = position
+            if want_q:
+                weight = np.float64(factors[position // width, 0, position % width]) * np.float64(
+                    factors[position // width, 1, position % width]
+                )
+                q_out[first + j] = domain_probs[d] * weight / domain_masses[d]
             if perm.size:
                 _prefetch(perm, position)
         if perm.size:  # a separate loop: independent random reads overlap
@@ -740,6 +752,42 @@ def draw_items(
                 d = domain[j]
                 out[first + j] = node[j] - position_offsets[d] + item_offsets[d]
     return fallbacks
+
+
+# ---------------------------------------------------------------------- the draw stream
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, inline="always")
+def _mix64(x: np.uint64) -> np.uint64:
+    """SplitMix64's output function: a bijective 64-bit mixer."""
+    x = (x ^ (x >> np.uint64(30))) * _MIX_1
+    x = (x ^ (x >> np.uint64(27))) * _MIX_2
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True)
+def stream_key(seed: np.uint64) -> np.uint64:
+    """The key of a draw stream: the seed, mixed."""
+    return _mix64(seed ^ np.uint64(0x5EED5EED5EED5EED))
+
+
+@njit(cache=True)
+def position_uniforms(
+    key: np.uint64, first: int, u_domain: np.ndarray, u_item: np.ndarray
+) -> None:
+    """The two uniforms in [0, 1) of draw positions ``first, first + 1, ...``: SplitMix64
+    outputs at counters 2p and 2p + 1 of the stream ``key`` — a pure function of (key,
+    position), whatever batches the positions are generated in."""
+    for j in range(u_domain.size):
+        counter = np.uint64(2 * (first + j))
+        a = _mix64(key + counter * _GOLDEN)
+        b = _mix64(key + (counter + np.uint64(1)) * _GOLDEN)
+        u_domain[j] = np.float64(a >> np.uint64(11)) * 2.0**-53
+        u_item[j] = np.float64(b >> np.uint64(11)) * 2.0**-53
 
 
 # ---------------------------------------------------------------------- statistics

@@ -33,7 +33,19 @@ _MODES = ("sample", "weight")
 _MIXING_MODES = ("sample", "weight", "hybrid")
 _DYNAMIC_MODES = ("weight", "sample", "both")
 _NONFINITE = ("mask", "raise")
-_STATE_VERSION = 2
+_STATE_VERSION = 3  # 3: run length, target mass, the draw stream's records
+_STATE_KEYS = (
+    "fingerprint",
+    "global_step",
+    "total_steps",
+    "realised",
+    "domain_loss",
+    "masked_total",
+    "target_mass",
+    "rules",
+    "table",
+    "sampler",
+)
 
 
 def _check_mode(source: str, mode: str, valid: Sequence[str] = _MODES) -> None:
@@ -257,7 +269,7 @@ class Reweighter:
             variance, the learning rate keeps its meaning, but a small bias when a rarely drawn,
             heavily upweighted item is missing from a batch); ``False`` applies p/q as is —
             mean 1 in expectation and unbiased (the in-batch strategy weights stay mean 1).
-        seed, num_samples, infinite, chunk_size, block_size: passed to :class:`ReweightSampler`.
+        seed, num_samples, infinite, block_size: passed to :class:`ReweightSampler`.
         realised_decay: decay of the moving averages of realised domain shares and domain losses.
 
     Example:
@@ -287,7 +299,6 @@ class Reweighter:
         seed: int = 0,
         num_samples: int | None = None,
         infinite: bool = False,
-        chunk_size: int = 4096,
         block_size: int = 16,
         realised_decay: float = 0.98,
     ) -> None:
@@ -298,7 +309,6 @@ class Reweighter:
             seed=seed,
             num_samples=num_samples,
             infinite=infinite,
-            chunk_size=chunk_size,
             block_size=block_size,
         )
         k = sampler.num_domains
@@ -412,14 +422,14 @@ class Reweighter:
             self._target_mass = self._compute_target_mass()
         self._fingerprint = self._make_fingerprint(target_factor)
 
-        self._consumed = 0  # items of the current epoch this rank has passed to reduce()
-        self._consumed_epoch = sampler.epoch
         self._realised = np.zeros(k)
         self._domain_loss = np.full(k, np.nan)
         self._masked_total = 0
         self._masked_last = 0
         self._warned_nonfinite = False
         self._last_weights: dict[str, float] = {}
+        self._last_draw_age: float = float("nan")
+        self._warned_unmatched = False
         self._last_weight_values = np.empty(0)
 
     # ------------------------------------------------------------------ construction helpers
@@ -485,10 +495,31 @@ class Reweighter:
         }
 
     def set_total_steps(self, total_steps: int) -> None:
-        """Sets the run's length in optimizer steps (training progress = step / total_steps)."""
-        if int(total_steps) != total_steps or total_steps < 1:
+        """Sets the run's length in optimizer steps (training progress = step / total_steps).
+
+        The length is part of :meth:`state_dict`. Changing a known length (a run resumed with a
+        longer ``max_steps``) warns with both values: schedules then read progress against the
+        new length from the current step on.
+        """
+        if (
+            isinstance(total_steps, bool)
+            or not isinstance(total_steps, (int, float, np.integer, np.floating))
+            or int(total_steps) != total_steps
+            or total_steps < 1
+        ):
             raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}.")
-        self.total_steps = int(total_steps)
+        total = int(total_steps)
+        if self.total_steps is not None and total != self.total_steps:
+            warnings.warn(
+                f"the run's length changes from {self.total_steps} to {total} optimizer steps at "
+                f"step {self.global_step}; schedules now read progress as step / {total} "
+                "(a resumed run with another max_steps: the schedule is not the one an "
+                "uninterrupted run of either length would follow).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.total_steps = total
+        self._apply_domain_probs()
 
     @property
     def needs_total_steps(self) -> bool:
@@ -541,22 +572,21 @@ class Reweighter:
     def loss_weights(self, index: torch.Tensor | np.ndarray) -> torch.Tensor:
         """The unnormalised importance ratio p(i)/q(i) of each item (float64 tensor; 1 if unused).
 
-        p applies every source; q is what the sampler draws from now.
+        p applies every source; q is what the sampler draws from now (:meth:`reduce` divides
+        by the q each item was drawn with instead).
         """
         idx = np.asarray(index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else index)
         idx = idx.astype(np.int64).reshape(-1)
         if not self._weighting:
             return torch.ones(idx.size, dtype=torch.float64)
-        return torch.from_numpy(self._ratios(idx, self._item_domains(idx)))
-
-    def _ratios(self, idx: np.ndarray, dom: np.ndarray) -> np.ndarray:
-        sampled = self.sampler.domain_probs
-        if self._target_mass is None:
-            # The item factors of p and q agree: p/q = π_p(d) / π_q(d).
-            with np.errstate(divide="ignore", invalid="ignore"):
-                per_domain = np.where(sampled > 0, self._target_probs / sampled, 0.0)
-            return per_domain[dom]
         q = self.sampler.probabilities(idx)
+        return torch.from_numpy(self._ratios(idx, self._item_domains(idx), q))
+
+    def _target_probabilities(self, idx: np.ndarray, dom: np.ndarray) -> np.ndarray:
+        """p(i) of each item under the current target."""
+        if self._target_mass is None:
+            # The item factors of p are the sampler's: p(i) = π_p(d) · w_i / Σ_{j∈d} w_j.
+            return self._target_probs[dom] * self.sampler.item_shares(idx)
         static, dynamic = self.sampler.factors(idx)
         t = (
             self._target_static[idx].astype(np.float64)
@@ -567,7 +597,12 @@ class Reweighter:
             t = t * dynamic
         mass = self._target_mass[dom]
         with np.errstate(divide="ignore", invalid="ignore"):
-            p = np.where(mass > 0, self._target_probs[dom] * t / mass, 0.0)
+            return np.where(mass > 0, self._target_probs[dom] * t / mass, 0.0)
+
+    def _ratios(self, idx: np.ndarray, dom: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """p(i) / q(i) for items drawn with probabilities ``q``."""
+        p = self._target_probabilities(idx, dom)
+        with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(q > 0, p / q, 0.0)
 
     def reduce(self, per_sample_loss: torch.Tensor, batch: Any) -> torch.Tensor:
@@ -631,6 +666,8 @@ class Reweighter:
                     "updated." + ("" if valid.any() else " (Every loss of the batch was bad.)")
                 )
         g_dom = self._item_domains(g_idx)
+        # The draw records of the global batch: the q each item was drawn with.
+        draws = self.sampler.match_draws(g_idx, gathered[:, 2].astype(np.int64))
 
         # ---- weights over the global batch (no state changes above this line)
         weights = valid.astype(np.float64)
@@ -654,7 +691,12 @@ class Reweighter:
                 .astype(np.float64)
             )
         if self._weighting:
-            weights = weights * self._ratios(g_idx, g_dom)
+            if draws is not None:
+                q = draws.q
+            else:
+                q = self.sampler.probabilities(g_idx)
+                self._warn_unmatched()
+            weights = weights * self._ratios(g_idx, g_dom, q)
         weights = np.where(valid, weights, 0.0)
         total = float(weights.sum())
         num_valid = int(valid.sum())
@@ -680,7 +722,10 @@ class Reweighter:
                     stacklevel=2,
                 )
         self._masked_last = masked
-        self._record(local_idx)
+        if draws is not None:
+            self.sampler.commit_draws(draws)
+            self._last_draw_age = float(self.global_step - int(draws.clock.min()))
+        self._record(g_idx)
         self._observe(
             g_idx[valid], g_dom[valid], g_loss[valid], None if g_ref is None else g_ref[valid]
         )
@@ -738,12 +783,24 @@ class Reweighter:
                 )
             self.sampler.update(items, priority)
 
-    def _record(self, index: torch.Tensor) -> None:
-        if self.sampler.epoch != self._consumed_epoch:
-            self._consumed_epoch, self._consumed = self.sampler.epoch, 0
-        self._consumed += index.numel()
-        counts = np.bincount(self._item_domains(index.numpy()), minlength=self.sampler.num_domains)
-        shares = counts / max(1, index.numel())
+    def _warn_unmatched(self) -> None:
+        if self._warned_unmatched or self.sampler.draws_yielded == 0:
+            return
+        self._warned_unmatched = True
+        warnings.warn(
+            "reduce(): the batch's indices are not the next draws of reweighter.sampler (a batch "
+            "from another loader or sampler, or batches passed out of order), so its importance "
+            "correction divides by the sampler's current q instead of the q each item was drawn "
+            "with. Draw training batches from reweighter.sampler and pass each to reduce() in "
+            "order. Warned once.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def _record(self, items: np.ndarray) -> None:
+        """Realised domain shares, over the global batch."""
+        counts = np.bincount(self._item_domains(items), minlength=self.sampler.num_domains)
+        shares = counts / max(1, items.size)
         if not self._realised.any():
             self._realised = shares.astype(np.float64)
         else:
@@ -761,6 +818,7 @@ class Reweighter:
                 "from the Trainer)."
             )
         self.global_step += 1
+        self.sampler.clock = self.global_step
         dyn = self.dynamic
         step = self.global_step
         if (
@@ -812,8 +870,8 @@ class Reweighter:
             "sampler/entropy_fraction": float(stats["entropy_fraction"]),
             "sampler/max_min_ratio": float(stats["max_min_ratio"]),
             "sampler/max_prob": float(stats["max_prob"]),
-            "lag/chunk_draws": float(stats["update_lag"]),
-            "lag/prefetched_draws": float(self.prefetched_draws),
+            "lag/prefetched_draws": float(self.sampler.draws_in_flight),
+            "lag/draw_age_steps": self._last_draw_age,
             "guard/masked_losses": float(self._masked_total),
             "guard/masked_last": float(self._masked_last),
         }
@@ -846,21 +904,13 @@ class Reweighter:
             out[f"loss_weight/{key}"] = float(value)
         return {k: v for k, v in out.items() if np.isfinite(v)}
 
-    @property
-    def prefetched_draws(self) -> int:
-        """Global draws the sampler has handed out that training has not consumed yet (the
-        DataLoader's prefetch: an update reaches the model this many draws late, plus
-        ``sampler.update_lag``)."""
-        consumed = self._consumed if self.sampler.epoch == self._consumed_epoch else 0
-        return max(0, self.sampler.draws_yielded - consumed * self.sampler.num_replicas)
-
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """Small, versioned state: step, consumption, domain rules, loss table and the sampler
-        (replaying prefetched draws after a restore, so a resumed run sees the same items)."""
-        consumed = self._consumed if self.sampler.epoch == self._consumed_epoch else 0
-        world = self.sampler.num_replicas
+        """Small, versioned state: step, run length, domain rules, loss table and the sampler
+        (its draws in flight are handed out again after a restore, so a resumed run sees the
+        same items, with the same loss weights, as an uninterrupted one). Any rank's state is
+        the whole state: every rank holds identical weights and every rank's position."""
         rules = {}
         for label, rule in (("target", self._target_rule), ("sample", self._sample_rule)):
             if rule is not None and rule.online:
@@ -869,56 +919,149 @@ class Reweighter:
             "version": _STATE_VERSION,
             "fingerprint": self._fingerprint,
             "global_step": self.global_step,
-            "consumed": consumed,
+            "total_steps": self.total_steps,
             "realised": torch.from_numpy(self._realised.copy()),
             "domain_loss": torch.from_numpy(self._domain_loss.copy()),
             "masked_total": self._masked_total,
+            "target_mass": None
+            if self._target_mass is None
+            else torch.from_numpy(self._target_mass.copy()),
             "rules": rules,
             "table": None if self._table is None else self._table.state_dict(),
-            "sampler": self.sampler.state_dict(consumed=consumed * world),
+            "sampler": self.sampler.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores :meth:`state_dict`; a state from another configuration raises ValueError
-        and changes nothing."""
+        """Restores :meth:`state_dict`: every field is validated before any is applied; a state
+        from another configuration, or a corrupt or truncated one, raises ValueError naming the
+        field and changes nothing.
+
+        Restore before the DataLoader's iterator is created (or at least before it draws): the
+        draws in flight at the checkpoint are handed out first. A run length saved in the state
+        is adopted when none is set; a different one set already is kept, with a warning.
+        """
         if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
             raise ValueError(
                 f"not a Reweighter state of version {_STATE_VERSION} "
                 f"(got version {state.get('version') if isinstance(state, Mapping) else None!r})."
             )
-        if state["fingerprint"] != self._fingerprint:
+        missing = [key for key in _STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(
+                f"Reweighter state: missing field(s) {missing}; the checkpoint is truncated or "
+                "was written by another version."
+            )
+        saved_fingerprint = state["fingerprint"]
+        if not isinstance(saved_fingerprint, Mapping) or saved_fingerprint != self._fingerprint:
             diff = [
                 key
                 for key in self._fingerprint
-                if state["fingerprint"].get(key) != self._fingerprint[key]
+                if not isinstance(saved_fingerprint, Mapping)
+                or saved_fingerprint.get(key) != self._fingerprint[key]
             ]
             raise ValueError(
                 f"this checkpoint's reweighting state comes from another configuration (differs "
                 f"in: {', '.join(diff)}); resume with the same data and reweighting settings, "
                 "or start without restoring the reweighter."
             )
-        # Validate every part on copies before applying any (nothing changes on failure).
+        own = self._parse_own_state(state)
+        # Parts validate themselves; if one fails after another was applied, roll back.
         snapshot = self.state_dict()
         try:
-            self._load_parts(state)
+            self._load_parts(state, own)
         except Exception:
-            self._load_parts(snapshot)
+            self._load_parts(snapshot, self._parse_own_state(snapshot))
             raise
+        saved_total = own["total_steps"]
+        if saved_total is not None and self.total_steps is not None:
+            if saved_total != self.total_steps:
+                warnings.warn(
+                    f"the checkpoint's run length is {saved_total} optimizer steps but this "
+                    f"Reweighter was built with total_steps={self.total_steps}; keeping "
+                    f"{self.total_steps} (schedules read progress as step / {self.total_steps}).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
-    def _load_parts(self, state: Mapping[str, Any]) -> None:
+    def _parse_own_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The engine's own fields of a state, validated (the parts validate theirs)."""
+        k = self.sampler.num_domains
+
+        def integer(key: str, low: int, optional: bool = False) -> int | None:
+            value = state[key]
+            if value is None and optional:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(
+                    f"Reweighter state: {key!r} must be an integer >= {low}"
+                    f"{' or None' if optional else ''}, got {value!r}; the state is corrupt."
+                )
+            return int(value)
+
+        def vector(key: str, allow_nan: bool, optional: bool = False) -> np.ndarray | None:
+            value = state[key]
+            if value is None and optional:
+                return None
+            if not isinstance(value, (torch.Tensor, np.ndarray)):
+                raise ValueError(
+                    f"Reweighter state: {key!r} must be a tensor, got {type(value).__name__}."
+                )
+            array = np.asarray(torch.as_tensor(value).cpu().numpy(), dtype=np.float64)
+            finite = np.isfinite(array) | (np.isnan(array) if allow_nan else False)
+            if array.shape != (k,) or not finite.all() or np.any(array < 0):
+                raise ValueError(
+                    f"Reweighter state: {key!r} must hold {k} finite values >= 0 (one per domain)"
+                    f", got shape {array.shape} {array.tolist()!r:.80}; the state is corrupt."
+                )
+            return array.copy()
+
+        if not isinstance(state["rules"], Mapping):
+            raise ValueError("Reweighter state: 'rules' must be a mapping.")
+        for label, rule in (("target", self._target_rule), ("sample", self._sample_rule)):
+            if rule is not None and rule.online and label not in state["rules"]:
+                raise ValueError(f"Reweighter state: 'rules' has no {label!r} rule state.")
+        if (state["table"] is None) != (self._table is None):
+            raise ValueError(
+                "Reweighter state: 'table' is "
+                f"{'missing' if state['table'] is None else 'present'} but this Reweighter "
+                f"{'has' if self._table is not None else 'has no'} loss table."
+            )
+        target_mass = vector("target_mass", allow_nan=False, optional=True)
+        if (target_mass is None) != (self._target_mass is None):
+            raise ValueError(
+                "Reweighter state: 'target_mass' does not fit this configuration; the state is "
+                "corrupt."
+            )
+        realised = vector("realised", allow_nan=False)
+        assert realised is not None
+        if np.any(realised > 1 + 1e-9):
+            raise ValueError(
+                f"Reweighter state: 'realised' shares {realised.tolist()} must lie in [0, 1]."
+            )
+        return {
+            "global_step": integer("global_step", 0),
+            "total_steps": integer("total_steps", 1, optional=True),
+            "masked_total": integer("masked_total", 0),
+            "realised": realised,
+            "domain_loss": vector("domain_loss", allow_nan=True),
+            "target_mass": target_mass,
+        }
+
+    def _load_parts(self, state: Mapping[str, Any], own: Mapping[str, Any]) -> None:
         self.sampler.load_state_dict(state["sampler"])
         for label, rule in (("target", self._target_rule), ("sample", self._sample_rule)):
             if rule is not None and rule.online:
                 rule.load_state_dict(state["rules"][label])
         if self._table is not None:
             self._table.load_state_dict(state["table"])
-        self.global_step = int(state["global_step"])
-        self._consumed = int(state["consumed"])
-        self._consumed_epoch = self.sampler.epoch
-        self._realised = np.asarray(state["realised"], dtype=np.float64).copy()
-        self._domain_loss = np.asarray(state["domain_loss"], dtype=np.float64).copy()
-        self._masked_total = int(state["masked_total"])
+        self.global_step = own["global_step"]
+        self.sampler.clock = self.global_step
+        if self.total_steps is None:
+            self.total_steps = own["total_steps"]
+        self._realised = own["realised"].copy()
+        self._domain_loss = own["domain_loss"].copy()
+        self._masked_total = own["masked_total"]
+        if own["target_mass"] is not None:
+            self._target_mass = own["target_mass"].copy()
         self._sampled_request = None
         self._apply_domain_probs()
-        if self._target_mass is not None:
-            self._target_mass = self._compute_target_mass()

@@ -22,9 +22,10 @@ How it stays fast past 2^24 items (where ``torch.multinomial`` stops):
   over the pyramid nodes inside the domain, still O(block_size · log N).
 * An update rewrites the touched items, recomputes their blocks, and recomputes the pyramid nodes
   above them from their children (no accumulated floating-point drift): O(log N) per item.
-* Draws are produced lazily in chunks of ``chunk_size`` from a private generator seeded from
-  (seed, epoch, chunk number), so an update reaches the draws within one chunk
-  (:attr:`ReweightSampler.update_lag`) and a saved state continues exactly.
+* Draws are made on demand by :class:`reweight.stream.DrawStream`: position p of one global
+  sequence is drawn from uniforms that are a pure function of (seed, p), with the weights in
+  force when the DataLoader asks for it. Any change of the weights reaches every draw not yet
+  handed out; each draw remembers its probability q; a saved state continues exactly.
 
 Memory per item (:meth:`ReweightSampler.memory_bytes`): static and dynamic factor (float32,
 8 bytes), about ``8.6 / block_size`` bytes of sum pyramid and its running sums, ``25 /
@@ -39,7 +40,6 @@ from __future__ import annotations
 import math
 import warnings
 import zlib
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -48,12 +48,11 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from reweight import _kernels, distributed
+from reweight.stream import DrawMatch, DrawStream
 
 __all__ = ["ReweightSampler"]
 
-_STATE_VERSION = 2  # 2 added "epoch_offset"; version 1 states load with offset 0
-_READABLE_VERSIONS = (1, 2)
-_MIN_HISTORY_DRAWS = 1 << 17
+_STATE_VERSION = 3  # 3: the on-demand draw stream (versions 1 and 2 drew in fixed chunks)
 _F32_MAX = float(np.finfo(np.float32).max)
 _F32_TINY = float(np.finfo(np.float32).tiny)
 
@@ -100,7 +99,7 @@ def _as_index_array(indices: ArrayLike, num_items: int) -> np.ndarray:
     array = _index_input(indices)
     if array.size and (array.min() < 0 or array.max() >= num_items):
         bad = array[(array < 0) | (array >= num_items)]
-        raise IndexError(
+        raise ValueError(
             f"item index {int(bad[0])} is out of range for {num_items} items "
             f"({bad.size} bad indices); indices must lie in [0, {num_items})."
         )
@@ -152,9 +151,8 @@ class ReweightSampler(DistributedSampler):
         num_samples: draws per epoch over all ranks (default N); each rank yields
             ``ceil(num_samples / world_size)``.
         infinite: never end an epoch (``len()`` then raises ``TypeError``).
-        seed: seed of the private generator; draws depend only on (seed, epoch, chunk, weights).
-        chunk_size: global draws generated at a time; an update reaches the draws within this
-            many global draws (plus whatever the DataLoader has prefetched).
+        seed: seed of the draw stream; the item at global position p depends only on (seed,
+            p, the weights in force when p is drawn).
         block_size: items per block at the bottom of the sum pyramid.
         rank, world_size: the process's place; by default read from ``torch.distributed`` when
             iteration starts (or set with :meth:`set_distributed`).
@@ -181,21 +179,20 @@ class ReweightSampler(DistributedSampler):
         num_samples: int | None = None,
         infinite: bool = False,
         seed: int = 0,
-        chunk_size: int = 4096,
         block_size: int = 16,
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
         # DistributedSampler.__init__ is deliberately not called: it needs a data set and a
         # process group, and we keep our own notion of rank, epoch and length.
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer, got {seed!r}.")
         if block_size < 2 or block_size > 255:
             raise ValueError(
                 f"block_size must be in [2, 255] (it is also the tree's fan-out), got {block_size}."
             )
         self.seed = int(seed)
-        self.chunk_size = int(chunk_size)
+        self._key = _kernels.stream_key(np.uint64(self.seed & 0xFFFFFFFFFFFFFFFF))
         self.block_size = int(block_size)
         self.infinite = bool(infinite)
         self.shuffle = True
@@ -207,11 +204,13 @@ class ReweightSampler(DistributedSampler):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
         self.num_samples = int(num_samples)
+        self._stream = DrawStream(self._draw_positions, self.num_items)
         self._explicit_rank = rank
         self._explicit_world = world_size
         self.rank = 0 if rank is None else int(rank)
         self.num_replicas = 1 if world_size is None else int(world_size)
         self._check_rank()
+        self._sync_stream()
 
         # Row 0: static factor a, row 1: dynamic factor b; padding slots have a = 0.
         self._factors = np.empty((self._num_blocks, 2, self.block_size), dtype=np.float32)
@@ -230,13 +229,7 @@ class ReweightSampler(DistributedSampler):
             self.set_domain_probs(self._probs)
         else:
             self._refresh_effective_probs()
-
-        # Stream state.
-        self.epoch = 0
-        self._epoch_offset = 0  # caller's epoch number minus the stream's (see align_epoch)
-        self._next = self.rank  # next global position this rank yields
-        self._chunks: deque[tuple[int, np.ndarray]] = deque()  # (start, global item ids)
-        self._generated_end = 0
+        self._requested_epoch = 0
 
     # ------------------------------------------------------------------ layout
 
@@ -395,6 +388,7 @@ class ReweightSampler(DistributedSampler):
         _kernels.rebuild(self._factors, self._tree, self._level_offsets, self._prefix)
         self._positive_items = _kernels.count_positive(self._factors, self._block_offsets)
         self._domain_bounds_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._stream.invalidate()
 
     @property
     def _domain_has_mass(self) -> np.ndarray:
@@ -437,6 +431,7 @@ class ReweightSampler(DistributedSampler):
         )
         self._dynamic_used |= row == 1
         self._domain_bounds_cache = None
+        self._stream.invalidate()
         return bool(crossed)
 
     def _apply(self, row: int, name: str, items: ArrayLike, values: ArrayLike) -> None:
@@ -517,7 +512,7 @@ class ReweightSampler(DistributedSampler):
             self._apply(0, "static factor", items, values)
 
     def update(self, items: ArrayLike, values: ArrayLike) -> None:
-        """Sets the dynamic factor b of some items: O(log N) each; seen within one chunk.
+        """Sets the dynamic factor b of some items: O(log N) each; reaches the next draw.
 
         Duplicated items take their last value. A bad batch raises and changes nothing.
 
@@ -598,6 +593,7 @@ class ReweightSampler(DistributedSampler):
         self._cumulative_probs = cumulative
         buckets = 1 << int(np.clip(math.ceil(math.log2(4 * self.num_domains)), 8, 16))
         self._guide = np.searchsorted(cumulative, np.arange(buckets + 1) / buckets, side="right")
+        self._stream.invalidate()
 
     @property
     def domain_probs(self) -> np.ndarray:
@@ -627,20 +623,40 @@ class ReweightSampler(DistributedSampler):
             >>> ReweightSampler(domains=[0, 1, 1]).probabilities([0, 1]).tolist()
             [0.3333333333333333, 0.3333333333333333]
         """
+        weights, masses, d = self._weights_in_domain(items)
+        live = masses > 0
+        safe = np.where(live, masses, 1.0)
+        return np.where(live, self._effective[d] * weights / safe, 0.0)
+
+    def item_shares(self, items: ArrayLike) -> np.ndarray:
+        """Each item's share of its domain's weight, a·b / Σ_{j∈d} a_j·b_j (float64; 0 in a
+        domain without weight): q(i) = π(d) · share(i).
+
+        Example:
+            >>> ReweightSampler(domains=[0, 1, 1]).item_shares([0, 1]).tolist()
+            [1.0, 0.5]
+        """
+        weights, masses, _ = self._weights_in_domain(items)
+        live = masses > 0
+        return np.where(live, weights / np.where(live, masses, 1.0), 0.0)
+
+    def _weights_in_domain(self, items: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(a·b, the mass of the item's domain, the domain) of each item, in float64."""
         idx = _as_index_array(items, self.num_items)
         positions = self._positions_of(idx)
         weights = self._factor_at(0, positions).astype(np.float64)
         weights *= self._factor_at(1, positions)
         d = self.item_domains(idx)
         _, masses, _ = self._domain_bounds()
-        live = masses[d] > 0
-        safe = np.where(live, masses[d], 1.0)
-        return np.where(live, self._effective[d] * weights / safe, 0.0)
+        return weights, masses[d], d
 
     # ------------------------------------------------------------------ drawing
 
-    def _draw(self, u_domain: np.ndarray, u_item: np.ndarray) -> np.ndarray:
-        """Inverse-CDF draws of item ids: domain from π, then an item within it."""
+    def _draw(
+        self, u_domain: np.ndarray, u_item: np.ndarray, q: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Inverse-CDF draws of item ids: domain from π, then an item within it (their
+        probabilities go to ``q`` when given)."""
         starts, masses, exact = self._domain_bounds()
         out = np.empty(u_domain.size, dtype=np.int64)
         _kernels.draw_items(
@@ -660,6 +676,8 @@ class ReweightSampler(DistributedSampler):
             self._level_offsets,
             self._prefix,
             out,
+            self._effective,
+            np.empty(0) if q is None else q,
         )
         return out
 
@@ -673,10 +691,14 @@ class ReweightSampler(DistributedSampler):
         rng = np.random.default_rng(seed)
         return self._draw(rng.random(n), rng.random(n))
 
-    def _chunk_draws(self, chunk: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, self.epoch, chunk])
-        n = self.chunk_size
-        return self._draw(rng.random(n), rng.random(n))
+    def _draw_positions(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Items and their probabilities q at global positions ``first .. first + count - 1``
+        of the draw stream, from the current weights."""
+        u_domain = np.empty(count)
+        u_item = np.empty(count)
+        _kernels.position_uniforms(self._key, first, u_domain, u_item)
+        q = np.empty(count)
+        return self._draw(u_domain, u_item, q), q
 
     # ------------------------------------------------------------------ iteration
 
@@ -689,7 +711,13 @@ class ReweightSampler(DistributedSampler):
 
     def set_distributed(self, rank: int, world_size: int) -> None:
         """Fixes this process's rank and the number of ranks (the callback does this)."""
-        self._explicit_rank, self._explicit_world = int(rank), int(world_size)
+        rank, world_size = int(rank), int(world_size)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"rank {rank} is not valid for world_size {world_size}; "
+                "need 0 <= rank < world_size."
+            )
+        self._explicit_rank, self._explicit_world = rank, world_size
         self._resolve_distributed()
 
     def _resolve_distributed(self) -> None:
@@ -698,10 +726,18 @@ class ReweightSampler(DistributedSampler):
             self._explicit_world if self._explicit_world is not None else distributed.world_size()
         )
         if (rank, world) != (self.rank, self.num_replicas):
-            consumed = self._next - self.rank
+            old = self.rank, self.num_replicas
             self.rank, self.num_replicas = int(rank), int(world)
-            self._check_rank()
-            self._next = consumed + self.rank
+            try:
+                self._check_rank()
+                self._sync_stream()
+            except ValueError:
+                self.rank, self.num_replicas = old
+                raise
+
+    def _sync_stream(self) -> None:
+        self._stream.set_world(self.rank, self.num_replicas)
+        self._stream.samples_per_rank = None if self.infinite else self.samples_per_rank
 
     @property
     def samples_per_rank(self) -> int:
@@ -714,14 +750,38 @@ class ReweightSampler(DistributedSampler):
         return self.samples_per_rank * self.num_replicas
 
     @property
-    def draws_yielded(self) -> int:
-        """Global draws of this epoch handed out so far (as seen from this rank)."""
-        return self._next - self.rank
+    def epoch(self) -> int:  # type: ignore[override]
+        """The epoch of the next draw this rank hands out (epoch e is this rank's draws
+        ``[e·S, (e+1)·S)``, S = :attr:`samples_per_rank`; always 0 when infinite)."""
+        return self._stream.epoch
 
     @property
-    def update_lag(self) -> int:
-        """Most draws (on this rank) that can still come from weights older than an update."""
-        return -(-self.chunk_size // self.num_replicas)
+    def draws_yielded(self) -> int:
+        """Draws this rank has handed out since the start of the run (its local counter)."""
+        return self._stream.yielded
+
+    @property
+    def draws_consumed(self) -> int:
+        """Draws of this rank that training has used (reported through :meth:`commit_draws`
+        by :meth:`Reweighter.reduce`; until then, the draws handed out)."""
+        return self._stream.consumed
+
+    @property
+    def draws_in_flight(self) -> int:
+        """Global draws handed out to the DataLoaders and not trained on yet: their prefetch,
+        the only lag between an update and the draws."""
+        return self._stream.in_flight
+
+    @property
+    def clock(self) -> int:
+        """The step stamped on new draws (the Reweighter sets it to its ``global_step``)."""
+        return self._stream.clock
+
+    @clock.setter
+    def clock(self, step: int) -> None:
+        if int(step) != self._stream.clock:
+            self._stream.clock = int(step)
+            self._stream.invalidate()  # draws not handed out yet are stamped anew
 
     def __len__(self) -> int:
         if self.infinite:
@@ -729,111 +789,69 @@ class ReweightSampler(DistributedSampler):
         return self.samples_per_rank
 
     def set_epoch(self, epoch: int) -> None:
-        """Starts epoch ``epoch`` from its beginning; the current epoch's position is kept.
+        """Accepted for ``DistributedSampler`` compatibility; the stream does not depend on it.
 
-        Lightning calls this at every epoch start, including when it resumes mid-epoch, so a
-        call with the epoch already under way keeps the restored position. Epoch numbers are
-        the caller's: after :meth:`align_epoch` they are shifted by :attr:`epoch_offset` to
-        the stream's epochs (an epoch number below the offset drops the offset).
+        Epochs are fixed ranges of the draw stream and every iterator starts at the first draw
+        not yet trained on, so a loop (or Lightning) calling ``set_epoch`` at every epoch, a
+        resumed run whose epoch numbers differ, and an uninterrupted run all draw the same
+        sequence.
 
         Example:
             >>> sampler = ReweightSampler(10, num_samples=4)
             >>> sampler.set_epoch(3)
             >>> sampler.epoch, sampler.draws_yielded
-            (3, 0)
+            (0, 0)
         """
         epoch = int(epoch)
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}.")
-        if epoch < self._epoch_offset:
-            self._epoch_offset = 0  # the caller restarted its count
-        stream_epoch = epoch - self._epoch_offset
-        if stream_epoch != self.epoch:
-            self.epoch = stream_epoch
-            self._reset_stream(consumed=0)
-
-    def align_epoch(self, epoch: int) -> None:
-        """Names the epoch under way ``epoch`` in the caller's numbering, keeping its position.
-
-        Later ``set_epoch(e)`` calls select the stream's epoch ``e - epoch_offset`` with
-        ``epoch_offset = epoch - self.epoch``; the offset is saved in :meth:`state_dict`.
-        :class:`~reweight.ReweightCallback` uses this when Lightning resumes a checkpoint
-        written after ``fit()`` stopped mid-epoch: Lightning counts that epoch as finished and
-        continues its batches under the next epoch number, while the uninterrupted run would
-        still be drawing the same epoch of the stream.
-
-        Example:
-            >>> sampler = ReweightSampler(10, num_samples=4, seed=1)
-            >>> sampler.align_epoch(1)  # the caller calls the epoch under way (stream's 0) "1"
-            >>> sampler.set_epoch(1)  # so this keeps epoch 0 and its position
-            >>> sampler.epoch, sampler.epoch_offset
-            (0, 1)
-            >>> sampler.set_epoch(2)  # the caller's next epoch is the stream's epoch 1
-            >>> sampler.epoch
-            1
-        """
-        epoch = int(epoch)
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}.")
-        self._epoch_offset = epoch - self.epoch
-
-    @property
-    def epoch_offset(self) -> int:
-        """The caller's epoch number minus the stream's epoch (0 unless :meth:`align_epoch`)."""
-        return self._epoch_offset
-
-    def _reset_stream(self, consumed: int, pending: np.ndarray | None = None) -> None:
-        self._chunks.clear()
-        self._next = consumed + self.rank
-        if pending is not None and pending.size:
-            self._chunks.append((consumed, pending))
-            self._generated_end = consumed + pending.size
-        else:
-            self._generated_end = consumed
-
-    def _epoch_finished(self) -> bool:
-        return not self.infinite and self._next - self.rank >= self.total_size
-
-    def _draw_at(self, position: int) -> tuple[int, np.ndarray]:
-        """The chunk holding global position ``position``, generating chunks as needed."""
-        while position >= self._generated_end:
-            chunk = self._generated_end // self.chunk_size
-            start = chunk * self.chunk_size
-            draws = self._chunk_draws(chunk)
-            offset = self._generated_end - start  # after a restore, continue mid-chunk
-            self._chunks.append((self._generated_end, draws[offset:]))
-            self._generated_end = start + self.chunk_size
-            self._trim_history()
-        for start, draws in reversed(self._chunks):
-            if start <= position:
-                return start, draws
-        raise RuntimeError(  # pragma: no cover - positions only move forward
-            f"draw {position} is older than the sampler's history"
-        )
-
-    def _trim_history(self) -> None:
-        keep = max(_MIN_HISTORY_DRAWS, 4 * self.chunk_size)
-        while len(self._chunks) > 1 and self._generated_end - self._chunks[1][0] >= keep:
-            self._chunks.popleft()
+        self._requested_epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        self._resolve_distributed()
-        if self._epoch_finished():
-            self.epoch += 1
-            self._reset_stream(consumed=0)
-        return self._stream()
+        """This rank's draws from the first one not yet trained on to the end of its epoch.
 
-    def _stream(self) -> Iterator[int]:
-        stride = self.num_replicas
-        while not self._epoch_finished():
-            start, draws = self._draw_at(self._next)
-            end = start + draws.size
-            if not self.infinite:
-                end = min(end, self.total_size)
-            local = draws[self._next - start : end - start : stride].tolist()
-            for item in local:
-                self._next += stride
-                yield item
+        Draws are made when the DataLoader asks for them, from the weights in force then. A
+        new iterator first hands out again the draws an earlier one handed out that training
+        did not use (a DataLoader's prefetch, dropped at the end of an epoch or by a restart),
+        each with its original item and probability; an earlier iterator stops.
+        """
+        self._resolve_distributed()
+        return self._stream.iterate()
+
+    # ------------------------------------------------------------------ draw records
+
+    def match_draws(self, items: ArrayLike, ranks: ArrayLike) -> DrawMatch | None:
+        """The draw records of a global batch: each item's probability q when it was drawn and
+        the step it was drawn at, or None if the batch is not the next draws of every rank.
+
+        Args:
+            items: the global batch's item ids, rank by rank (each rank's in its order).
+            ranks: the rank each item came from.
+
+        Changes nothing; pass the result to :meth:`commit_draws` once the batch is used.
+
+        Example:
+            >>> sampler = ReweightSampler(4, seed=3)
+            >>> batch = [next(it) for it in [iter(sampler)] for _ in range(2)]
+            >>> match = sampler.match_draws(batch, [0, 0])
+            >>> match.q.tolist()
+            [0.25, 0.25]
+            >>> sampler.commit_draws(match)
+            >>> sampler.draws_consumed
+            2
+        """
+        idx = _index_input(items)
+        rank_ids = _index_input(ranks)
+        if rank_ids.size != idx.size:
+            raise ValueError(
+                f"match_draws got {idx.size} items and {rank_ids.size} ranks; give one rank per "
+                "item."
+            )
+        return self._stream.match(idx, rank_ids)
+
+    def commit_draws(self, match: DrawMatch) -> None:
+        """Marks the draws of a matched batch as trained on (see :meth:`match_draws`)."""
+        self._stream.commit(match)
 
     # ------------------------------------------------------------------ state
 
@@ -846,61 +864,79 @@ class ReweightSampler(DistributedSampler):
             "layout_hash": self._layout_hash,
         }
 
-    def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
-        """The exact stream position and weights.
+    def state_dict(self) -> dict[str, Any]:
+        """The weights and the draw stream: every rank's position and the draws handed out and
+        not trained on yet (with their items and draw-time probabilities), which are handed out
+        again first after a restore, so the resumed run sees the same items as an
+        uninterrupted one. Any rank's state holds every rank's position.
 
-        Args:
-            consumed: global draws of this epoch that training has used. Draws generated beyond
-                it (prefetched by the DataLoader) are saved and replayed first after a restore,
-                so the resumed run sees the same items. Default: what this rank has yielded.
+        Example:
+            >>> sampler = ReweightSampler(10, seed=1)
+            >>> it = iter(sampler)
+            >>> first = [next(it) for _ in range(3)]
+            >>> twin = ReweightSampler(10, seed=1)
+            >>> twin.load_state_dict(sampler.state_dict())
+            >>> [next(iter(twin)) for _ in range(1)] == [next(it)]
+            True
         """
-        if consumed is None:
-            consumed = self._next - self.rank
-        consumed = int(consumed)
-        pending: list[np.ndarray] = []
-        for start, draws in self._chunks:
-            end = start + draws.size
-            if end > consumed:
-                if start > consumed and not pending:
-                    raise RuntimeError(
-                        f"consumed={consumed} is older than the sampler's history "
-                        f"(starts at {start}); the DataLoader prefetches more than "
-                        f"{_MIN_HISTORY_DRAWS} draws — lower prefetch_factor × num_workers."
-                    )
-                pending.append(draws[max(0, consumed - start) :])
         return {
             "version": _STATE_VERSION,
             "fingerprint": self.fingerprint(),
             "seed": self.seed,
-            "chunk_size": self.chunk_size,
             "num_samples": self.num_samples,
             "infinite": self.infinite,
-            "epoch": self.epoch,
-            "epoch_offset": self._epoch_offset,
-            "consumed": consumed,
-            "pending": torch.from_numpy(
-                np.concatenate(pending) if pending else np.empty(0, dtype=np.int64)
-            ),
+            "stream": self._stream.state_dict(),
             "domain_probs": torch.from_numpy(self._probs.copy()),
             "static": torch.from_numpy(self._factor(0)),
             "dynamic": torch.from_numpy(self._factor(1)) if self._dynamic_used else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores a state from :meth:`state_dict`; validates it before changing anything."""
+        """Restores a state from :meth:`state_dict`: every field is validated first, then all of
+        it is applied (a bad state raises ValueError naming the field and changes nothing)."""
+        parsed = self._parse_state(state)
+        self._resolve_distributed()
+        if parsed["stream"]["world_size"] != self.num_replicas:
+            raise ValueError(
+                f"the sampler state was written by a run with {parsed['stream']['world_size']} "
+                f"ranks, this one has {self.num_replicas}; resume with the same number of ranks."
+            )
+        self._factors[:, 0, :] = parsed["static"].reshape(-1, self.block_size)
+        dynamic = parsed["dynamic"]
+        self._factors[:, 1, :] = 1.0 if dynamic is None else dynamic.reshape(-1, self.block_size)
+        self._dynamic_used = dynamic is not None
+        self._build_tree()
+        self._probs = parsed["domain_probs"]
+        self._refresh_effective_probs()
+        self._stream.apply_state(parsed["stream"])
+
+    def _parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(state, Mapping) or "version" not in state:
             raise ValueError("not a ReweightSampler state (no 'version' key).")
-        if state["version"] not in _READABLE_VERSIONS:
+        if state["version"] != _STATE_VERSION:
             raise ValueError(
-                f"sampler state version {state['version']} is not supported "
-                f"(this version reads {', '.join(map(str, _READABLE_VERSIONS))})."
+                f"sampler state version {state['version']!r} is not supported (this version "
+                f"reads {_STATE_VERSION}); states of versions 1 and 2 come from the chunked "
+                "draw stream of reweight < 0.2 and cannot continue bitwise — restart the "
+                "reweighter's state (load the model and optimizer only)."
             )
+        missing = [
+            key
+            for key in ("fingerprint", "seed", "num_samples", "infinite", "stream")
+            + ("domain_probs", "static", "dynamic")
+            if key not in state
+        ]
+        if missing:
+            raise ValueError(f"sampler state: missing field(s) {missing}; the state is truncated.")
+        saved_fingerprint = state["fingerprint"]
+        if not isinstance(saved_fingerprint, Mapping):
+            raise ValueError("sampler state: 'fingerprint' must be a mapping.")
         mismatched = {
-            key: (value, self.fingerprint()[key])
-            for key, value in dict(state["fingerprint"]).items()
-            if self.fingerprint().get(key) != value
+            key: (saved_fingerprint.get(key), value)
+            for key, value in self.fingerprint().items()
+            if saved_fingerprint.get(key) != value
         }
-        for key in ("seed", "chunk_size", "num_samples", "infinite"):
+        for key in ("seed", "num_samples", "infinite"):
             if state[key] != getattr(self, key):
                 mismatched[key] = (state[key], getattr(self, key))
         if mismatched:
@@ -911,46 +947,74 @@ class ReweightSampler(DistributedSampler):
                 f"the sampler state comes from another configuration ({details}); "
                 "restore it into a sampler built with the same data and settings."
             )
-        static = torch.as_tensor(state["static"], dtype=torch.float32).numpy()
-        dynamic = state["dynamic"]
-        if dynamic is not None:
-            dynamic = torch.as_tensor(dynamic, dtype=torch.float32).numpy()
-        probs = np.asarray(state["domain_probs"], dtype=np.float64)
         n_positions = self._factors.shape[0] * self.block_size
-        for name, tensor in (("static", static), ("dynamic", dynamic)):
-            if tensor is None:
+        factors = {}
+        for name in ("static", "dynamic"):
+            value = state[name]
+            if value is None and name == "dynamic":
+                factors[name] = None
                 continue
-            if tensor.shape != (n_positions,):
+            if not isinstance(value, (torch.Tensor, np.ndarray)):
                 raise ValueError(
-                    f"saved {name} factor has shape {tuple(tensor.shape)}, expected "
-                    f"({n_positions},); the state comes from another configuration."
+                    f"sampler state: {name!r} factor must be a tensor, got {type(value).__name__}."
                 )
-            if not (np.all(tensor >= 0) and np.all(np.isfinite(tensor))):
+            array = torch.as_tensor(value).detach().cpu().numpy()
+            if array.shape != (n_positions,) or array.dtype != np.float32:
                 raise ValueError(
-                    f"saved {name} factor has negative or non-finite values; the state is "
-                    "corrupt (nothing was changed)."
+                    f"sampler state: {name!r} factor has shape {tuple(array.shape)} and dtype "
+                    f"{array.dtype}, expected ({n_positions},) float32; the state comes from "
+                    "another configuration or is corrupt."
                 )
+            if not (np.all(np.isfinite(array)) and np.all(array >= 0)):
+                raise ValueError(
+                    f"sampler state: {name!r} factor has negative or non-finite values; the "
+                    "state is corrupt (nothing was changed)."
+                )
+            factors[name] = array.copy()
+        padding = np.ones(n_positions, dtype=bool)
+        for d in range(self.num_domains):
+            first = int(self._position_offsets[d])
+            padding[first : first + int(self._counts[d])] = False
+        if np.any(factors["static"][padding] != 0):
+            raise ValueError(
+                "sampler state: 'static' factor is non-zero on padding slots; the state is "
+                "corrupt."
+            )
+        probs_value = state["domain_probs"]
+        if not isinstance(probs_value, (torch.Tensor, np.ndarray)):
+            raise ValueError(
+                f"sampler state: 'domain_probs' must be a tensor, got "
+                f"{type(probs_value).__name__}."
+            )
+        probs = np.asarray(torch.as_tensor(probs_value).cpu().numpy(), dtype=np.float64)
         if probs.shape != (self.num_domains,):
             raise ValueError(
-                f"saved domain_probs have shape {probs.shape}, expected ({self.num_domains},)."
+                f"sampler state: 'domain_probs' has shape {probs.shape}, expected "
+                f"({self.num_domains},)."
             )
-        epoch = int(state["epoch"])
-        offset = int(state.get("epoch_offset", 0))
-        consumed = int(state["consumed"])
-        if epoch < 0 or consumed < 0:
+        if not (np.all(np.isfinite(probs)) and np.all(probs >= 0) and abs(probs.sum() - 1) < 1e-9):
             raise ValueError(
-                f"saved epoch {epoch} / consumed {consumed} must be >= 0; the state is corrupt."
+                f"sampler state: 'domain_probs' {probs.tolist()} must be finite, >= 0 and sum "
+                "to 1; the state is corrupt."
             )
-        self._factors[:, 0, :] = static.reshape(-1, self.block_size)
-        self._factors[:, 1, :] = 1.0 if dynamic is None else dynamic.reshape(-1, self.block_size)
-        self._dynamic_used = dynamic is not None
-        self._build_tree()
-        self._probs = probs
-        self._refresh_effective_probs()
-        self.epoch = epoch
-        self._epoch_offset = offset
-        pending = np.asarray(state["pending"], dtype=np.int64)
-        self._reset_stream(consumed, pending)
+        weights = factors["static"].astype(np.float64)
+        if factors["dynamic"] is not None:
+            weights = weights * factors["dynamic"]
+        has_mass = np.add.reduceat(weights, self._position_offsets[:-1]) > 0
+        if not np.any(has_mass & (probs > 0)):
+            raise ValueError(
+                "sampler state: no domain with positive 'domain_probs' has an item of positive "
+                "weight; nothing could be drawn (the state is corrupt)."
+            )
+        stream = state["stream"]
+        if not isinstance(stream, Mapping):
+            raise ValueError("sampler state: 'stream' must be a mapping.")
+        return {
+            "static": factors["static"],
+            "dynamic": factors["dynamic"],
+            "domain_probs": probs.copy(),
+            "stream": self._stream.parse_state(stream),
+        }
 
     # ------------------------------------------------------------------ diagnostics
 
@@ -991,7 +1055,6 @@ class ReweightSampler(DistributedSampler):
             "max_prob": q_max,
             "reachable_items": int(np.sum(self._positive_items[live])),
             "domain_probs": pi.copy(),
-            "update_lag": self.update_lag,
         }
 
     def _entropy(self, live: np.ndarray, mass: np.ndarray) -> tuple[float, bool]:

@@ -1,0 +1,431 @@
+"""The draw stream: one global sequence of draw positions, shared by all ranks, drawn on demand.
+
+Position p of the global sequence is drawn from two uniforms that are a pure function of
+(seed, p) (``reweight._kernels.position_uniforms``) and the weights in force when it is drawn.
+Rank r of W takes the positions ``W·j + r`` for its local counter j = 0, 1, 2, ...: ranks never
+build index lists and never leave the one sequence, whatever the world size or batch size.
+
+*On demand* means an update of the weights reaches every draw not yet handed to the DataLoader:
+draws are made in small blocks when the loader asks for them, and any change of the weights
+discards the block's draws not yet handed out (they are drawn again, from the new weights, when
+asked for). The block size adapts to what the loader asks for between two updates (about one
+batch), so the cost of a draw stays that of a batched draw.
+
+Every rank draws the positions of every rank (W times the draws of its own slice, still a small
+cost next to a training step), so each holds the *records* of the global sequence: item and
+probability q at draw time of every position handed out and not yet trained on. This gives
+
+* the draw-time q of every item of the global batch, for the importance correction p/q
+  (:meth:`DrawStream.match` finds a batch's records, :meth:`DrawStream.commit` consumes them);
+* a checkpoint written by any one rank that holds every rank's position and the draws in
+  flight, replayed first after a restore, so a resumed run continues the uninterrupted one;
+* a new iterator (a new epoch, a new DataLoader iterator, a restarted run) that starts at the
+  first draw not yet trained on: draws handed out but dropped with an abandoned iterator (a
+  prefetching loader at the end of an epoch) are replayed, never lost and never redrawn.
+
+Epochs are fixed ranges of local counters: epoch e is ``[e·S, (e+1)·S)`` with S draws per rank
+per epoch; an iterator ends at the end of the epoch it starts in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["DrawMatch", "DrawStream"]
+
+_MIN_BLOCK = 8  # local draws per block at first and after an update
+_MAX_GLOBAL_BLOCK = 8192  # global draws per block when nothing changes the weights
+_UNTRACKED_WINDOW = 1 << 16  # records kept behind the position until training reports use
+
+DrawFn = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class DrawMatch:
+    """The records of one global batch: q at draw time, the step each was drawn at, and the
+    consumption counters to commit once the batch has been used."""
+
+    q: np.ndarray
+    clock: np.ndarray
+    consumed: np.ndarray
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+class DrawStream:
+    """Hands out this rank's slice of one global draw sequence and remembers the draws in
+    flight (see the module docstring).
+
+    Args:
+        draw: ``draw(first, count) -> (items, q)`` draws global positions
+            ``first .. first + count - 1`` from the current weights.
+        num_items: items in the data set (records outside ``[0, num_items)`` are rejected).
+    """
+
+    def __init__(self, draw: DrawFn, num_items: int) -> None:
+        self._draw = draw
+        self.num_items = int(num_items)
+        self.rank = 0
+        self.world_size = 1
+        self.samples_per_rank: int | None = None  # None: infinite
+        self.clock = 0
+        self._generation = 0
+        self._reset(yielded=0, consumed=np.zeros(1, dtype=np.int64), tracking=False)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _reset(self, yielded: int, consumed: np.ndarray, tracking: bool) -> None:
+        self._yielded = int(yielded)  # this rank's local counter of draws handed out
+        self._consumed = consumed.astype(np.int64)  # every rank's counter of draws trained on
+        self._tracking = tracking  # whether training reports what it consumed (match/commit)
+        floor = int(self._consumed.min()) if tracking else self._yielded
+        self._rec_start = self.world_size * floor  # global position of the first record
+        self._rec_items = np.empty(0, dtype=np.int64)
+        self._rec_q = np.empty(0, dtype=np.float64)
+        self._rec_clock = np.empty(0, dtype=np.int64)
+        self._queue: deque[int] = deque()  # this rank's drawn items from local counter _yielded
+        self._block = _MIN_BLOCK
+        self._mark = self._yielded  # local counter at the last invalidation
+        self._high = self._yielded  # highest local counter handed out (before a replay)
+        self._iter_end: float = float("inf")
+
+    @property
+    def _drawn_end(self) -> int:
+        """Global position after the last record."""
+        return self._rec_start + self._rec_items.size
+
+    @property
+    def _handed_end(self) -> int:
+        """Local counter below which every draw has been handed out at some time (they are
+        kept whatever the weights do; the draws above it may be drawn again)."""
+        return max(self._yielded, self._high)
+
+    @property
+    def yielded(self) -> int:
+        """This rank's local counter: draws handed out so far."""
+        return self._yielded
+
+    @property
+    def consumed(self) -> int:
+        """This rank's draws trained on (reported by :meth:`commit`; untracked: handed out)."""
+        return int(self._consumed[self.rank]) if self._tracking else self._yielded
+
+    @property
+    def in_flight(self) -> int:
+        """Global draws handed out to the loaders and not trained on yet (the loader's prefetch)."""
+        if not self._tracking:
+            return 0
+        return int(np.sum(np.maximum(self._yielded - self._consumed, 0)))
+
+    def set_world(self, rank: int, world_size: int) -> None:
+        """Moves to another rank / world size, keeping the global position consumed."""
+        if (rank, world_size) == (self.rank, self.world_size):
+            return
+        if world_size != self.world_size:
+            position = self.world_size * self.consumed
+            if position % world_size or self.in_flight:
+                raise ValueError(
+                    f"cannot move the draw stream from {self.world_size} to {world_size} ranks "
+                    f"at global position {position} with {self.in_flight} draws in flight; "
+                    "change the world size only at a position it divides, with no draws in "
+                    "flight (or start a new stream)."
+                )
+            local = position // world_size
+            self.rank, self.world_size = int(rank), int(world_size)
+            self._reset(local, np.full(world_size, local, dtype=np.int64), self._tracking)
+            return
+        self.rank = int(rank)
+        self._truncate(self.world_size * self._handed_end)
+        self._rebuild_queue()
+
+    def invalidate(self) -> None:
+        """Drops the draws not yet handed out (the weights changed: they are drawn again)."""
+        handed_out = self._yielded - self._mark
+        if handed_out > 0:
+            # About one batch per rank is asked for between two updates: draw that many.
+            self._block = max(_MIN_BLOCK, _next_pow2(handed_out))
+        self._mark = self._yielded
+        if self._drawn_end > self.world_size * self._handed_end or self._queue:
+            self._truncate(self.world_size * self._handed_end)
+            self._rebuild_queue()
+
+    def _truncate(self, end: int) -> None:
+        """Drops the records from global position ``end`` on, and this rank's queue."""
+        self._queue.clear()
+        keep = max(0, end - self._rec_start)
+        if keep < self._rec_items.size:
+            self._rec_items = self._rec_items[:keep]
+            self._rec_q = self._rec_q[:keep]
+            self._rec_clock = self._rec_clock[:keep]
+
+    def _rebuild_queue(self) -> None:
+        """This rank's records from its local counter on, as the queue to hand out."""
+        self._queue.clear()
+        first = self.world_size * self._yielded + self.rank - self._rec_start
+        if first >= 0:
+            self._queue.extend(self._rec_items[first :: self.world_size].tolist())
+
+    def _extend(self) -> None:
+        """Draws the next block of global positions (every rank's)."""
+        world = self.world_size
+        if not self._tracking:
+            self._trim_records(self.world_size * self._yielded - _UNTRACKED_WINDOW)
+        local_end = self._drawn_end // world
+        limit = _MAX_GLOBAL_BLOCK // world or 1
+        count = min(self._block, limit)
+        if self._iter_end != float("inf"):
+            count = max(1, min(count, int(self._iter_end) - local_end))
+        items, q = self._draw(self._drawn_end, count * world)
+        self._rec_items = np.concatenate([self._rec_items, items])
+        self._rec_q = np.concatenate([self._rec_q, q])
+        self._rec_clock = np.concatenate(
+            [self._rec_clock, np.full(items.size, self.clock, dtype=np.int64)]
+        )
+        self._queue.extend(items[self.rank :: world].tolist())
+        if count == self._block:
+            self._block = min(2 * self._block, limit)
+
+    def _trim_records(self, floor: int | None = None) -> None:
+        """Forgets records before global position ``floor`` (default: those every rank has
+        trained on)."""
+        if floor is None:
+            consumed = int(self._consumed.min()) if self._tracking else self._yielded
+            floor = self.world_size * consumed
+        drop = min(max(0, floor - self._rec_start), self._rec_items.size)
+        if drop:
+            self._rec_items = self._rec_items[drop:]
+            self._rec_q = self._rec_q[drop:]
+            self._rec_clock = self._rec_clock[drop:]
+            self._rec_start += drop
+
+    # ------------------------------------------------------------------ iteration
+
+    def iterate(self) -> Iterator[int]:
+        """A new iterator: from the first draw not trained on to the end of its epoch.
+
+        An older iterator of the same stream stops (the DataLoader dropped it)."""
+        self._generation += 1
+        if self._tracking and self._yielded != self.consumed:
+            self._high = self._handed_end
+            self._yielded = self._mark = self.consumed  # replay what was not trained on
+            self._rebuild_queue()
+        start = self._yielded
+        spr = self.samples_per_rank
+        if spr is None:
+            self._iter_end = float("inf")
+        else:
+            self._iter_end = (start // spr + 1) * spr
+        return self._items(self._generation)
+
+    def _items(self, generation: int) -> Iterator[int]:
+        queue = self._queue  # one deque, cleared and refilled in place
+        while self._generation == generation and self._yielded < self._iter_end:
+            if not queue:
+                self._extend()
+            self._yielded += 1
+            yield queue.popleft()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next draw this rank hands out (0 when infinite)."""
+        if self.samples_per_rank is None:
+            return 0
+        return self._yielded // self.samples_per_rank
+
+    # ------------------------------------------------------------------ consumption
+
+    def match(self, items: np.ndarray, ranks: np.ndarray) -> DrawMatch | None:
+        """The records of a global batch (rank-major: each rank's items in its order), or None
+        when the batch is not the next draws of every rank (a batch that did not come from
+        this stream). Draws a rank skipped (a batch never passed to training) are passed over.
+        Changes nothing."""
+        world = self.world_size
+        if items.size == 0 or ranks.size != items.size:
+            return None
+        if ranks.min() < 0 or ranks.max() >= world:
+            return None
+        consumed = self._consumed.copy() if self._tracking else np.full(world, self._yielded)
+        q = np.empty(items.size, dtype=np.float64)
+        clock = np.empty(items.size, dtype=np.int64)
+        for r in range(world):
+            rows = np.flatnonzero(ranks == r)
+            if rows.size == 0:
+                continue
+            first_local = self._first_unconsumed(r)
+            # Ranks hand out draws in step: none holds draws beyond this rank's counter.
+            if self._handed_end - first_local < rows.size:
+                return None
+            # This rank's records from its first unconsumed draw on.
+            offset = world * first_local + r - self._rec_start
+            if offset < 0:
+                return None
+            mine = self._rec_items[offset : world * self._handed_end - self._rec_start : world]
+            want = items[rows]
+            start = self._find_run(mine, want)
+            if start is None:
+                return None
+            picks = offset + world * (start + np.arange(rows.size))
+            q[rows] = self._rec_q[picks]
+            clock[rows] = self._rec_clock[picks]
+            consumed[r] = first_local + start + rows.size
+        return DrawMatch(q=q, clock=clock, consumed=consumed)
+
+    def _first_unconsumed(self, r: int) -> int:
+        if self._tracking:
+            return int(self._consumed[r])
+        # Untracked until now: everything this stream still holds may be in flight.
+        return max(0, -(-(self._rec_start - r) // self.world_size))
+
+    @staticmethod
+    def _find_run(records: np.ndarray, want: np.ndarray) -> int | None:
+        """The first offset at which ``want`` appears in ``records`` (in order), or None."""
+        n = want.size
+        if records.size >= n and np.array_equal(records[:n], want):
+            return 0
+        for start in np.flatnonzero(records[: records.size - n + 1] == want[0]).tolist():
+            if np.array_equal(records[start : start + n], want):
+                return int(start)
+        return None
+
+    def commit(self, match: DrawMatch) -> None:
+        """Marks a matched batch as trained on (its records are forgotten once every rank has)."""
+        self._consumed = match.consumed.astype(np.int64)
+        self._tracking = True
+        self._trim_records()
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every rank's position and the records of the draws in flight (not the block drawn
+        ahead: it is drawn again, identically, from the same weights)."""
+        world = self.world_size
+        consumed = self._consumed if self._tracking else np.full(world, self._yielded)
+        yielded = max(self._handed_end, int(consumed.max()))
+        first = max(self._rec_start, world * int(consumed.min()))
+        end = max(first, min(world * yielded, self._drawn_end))
+        rows = slice(first - self._rec_start, end - self._rec_start)
+        return {
+            "world_size": world,
+            "yielded": yielded,
+            "consumed": torch.from_numpy(consumed.astype(np.int64).copy()),
+            "tracking": self._tracking,
+            "records_start": first,
+            "items": torch.from_numpy(self._rec_items[rows].copy()),
+            "q": torch.from_numpy(self._rec_q[rows].copy()),
+            "clock": torch.from_numpy(self._rec_clock[rows].copy()),
+            "block": self._block,
+        }
+
+    def parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Validates a :meth:`state_dict` (every field) and returns it as arrays; changes
+        nothing. Raises ValueError naming the bad field."""
+        fields = ("world_size", "yielded", "consumed", "tracking", "records_start", "items")
+        for key in (*fields, "q", "clock", "block"):
+            if key not in state:
+                raise ValueError(f"draw stream state: missing field {key!r}; the state is truncated.")
+        world = _int_field(state, "world_size", low=1)
+        yielded = _int_field(state, "yielded", low=0)
+        start = _int_field(state, "records_start", low=0)
+        block = _int_field(state, "block", low=1)
+        tracking = state["tracking"]
+        if not isinstance(tracking, (bool, np.bool_)):
+            raise ValueError(f"draw stream state: 'tracking' must be a bool, got {tracking!r}.")
+        consumed = _array_field(state, "consumed", np.int64)
+        items = _array_field(state, "items", np.int64)
+        q = _array_field(state, "q", np.float64)
+        clock = _array_field(state, "clock", np.int64)
+        if consumed.shape != (world,):
+            raise ValueError(
+                f"draw stream state: 'consumed' has {consumed.size} entries for world_size "
+                f"{world}; the state is corrupt."
+            )
+        if consumed.size and (consumed.min() < 0 or consumed.max() > yielded):
+            raise ValueError(
+                f"draw stream state: 'consumed' {consumed.tolist()} must lie in [0, yielded="
+                f"{yielded}]; the state is corrupt."
+            )
+        if not (items.size == q.size == clock.size):
+            raise ValueError(
+                f"draw stream state: 'items', 'q' and 'clock' have {items.size}, {q.size} and "
+                f"{clock.size} entries; they must match (the state is corrupt)."
+            )
+        floor = world * int(consumed.min()) if tracking else world * yielded
+        if start > floor or start + items.size < world * yielded:
+            raise ValueError(
+                f"draw stream state: records cover positions [{start}, {start + items.size}) "
+                f"but the draws in flight are [{floor}, {world * yielded}); the state is corrupt."
+            )
+        if items.size and (items.min() < 0 or items.max() >= self.num_items):
+            bad = items[(items < 0) | (items >= self.num_items)][0]
+            raise ValueError(
+                f"draw stream state: 'items' holds item {int(bad)}, outside [0, {self.num_items})"
+                "; the state comes from another data set or is corrupt."
+            )
+        if q.size and not (np.all(np.isfinite(q)) and q.min() > 0 and q.max() <= 1):
+            raise ValueError(
+                "draw stream state: 'q' (draw-time probabilities) must be finite and in (0, 1]; "
+                "the state is corrupt."
+            )
+        if clock.size and clock.min() < 0:
+            raise ValueError("draw stream state: 'clock' has negative steps; the state is corrupt.")
+        return {
+            "world_size": world,
+            "yielded": yielded,
+            "consumed": consumed,
+            "tracking": bool(tracking),
+            "records_start": start,
+            "items": items,
+            "q": q,
+            "clock": clock,
+            "block": block,
+        }
+
+    def apply_state(self, parsed: Mapping[str, Any]) -> None:
+        """Applies a state returned by :meth:`parse_state`."""
+        if parsed["world_size"] != self.world_size:
+            raise ValueError(  # checked by the sampler before anything is applied
+                f"the draw stream state was written by {parsed['world_size']} ranks, this run "
+                f"has {self.world_size}."
+            )
+        self._generation += 1  # iterators of the old stream stop
+        self._reset(parsed["yielded"], parsed["consumed"], parsed["tracking"])
+        self._rec_start = parsed["records_start"]
+        self._rec_items = parsed["items"].copy()
+        self._rec_q = parsed["q"].copy()
+        self._rec_clock = parsed["clock"].copy()
+        self._block = parsed["block"]
+        self._trim_records()
+        self._rebuild_queue()
+
+
+def _int_field(state: Mapping[str, Any], key: str, low: int) -> int:
+    value = state[key]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"draw stream state: {key!r} must be an integer, got {value!r}.")
+    if value < low:
+        raise ValueError(f"draw stream state: {key!r} must be >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _array_field(state: Mapping[str, Any], key: str, dtype: type) -> np.ndarray:
+    value = state[key]
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray) or value.ndim != 1:
+        raise ValueError(
+            f"draw stream state: {key!r} must be a 1-D tensor, got {type(value).__name__}"
+            f"{'' if not isinstance(value, np.ndarray) else f' of shape {value.shape}'}."
+        )
+    if dtype is np.int64 and not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"draw stream state: {key!r} must hold integers, got {value.dtype}.")
+    return np.ascontiguousarray(value, dtype=dtype)
