@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,8 +33,13 @@ class ReweightCallback(Callback):
       step per update, as Lightning's ``global_step`` does).
     * Every ``log_every_n_steps`` steps (default: the Trainer's), ``reweighter.metrics()`` goes
       to every logger in ``trainer.loggers`` under ``prefix``.
-    * Its state (the sampler's stream position and weights included) is saved in checkpoints
-      and restored once the train loader exists, before the first batch is drawn.
+    * Its state (the sampler's stream position, its draws in flight and weights included) is
+      saved in checkpoints and restored as soon as Lightning hands it over — before Lightning
+      builds the train loader and its workers start drawing — so a resumed run continues the
+      uninterrupted one, with ``num_workers > 0`` too.
+    * The run's length (``total_steps``, for schedules) comes from the Reweighter when it was
+      given one, else from the Trainer (``max_steps``, else Lightning's estimate from
+      ``max_epochs``); a resume whose length differs from the checkpoint's warns with both.
     * Under DDP the sampler gets the trainer's rank and world size; it subclasses
       ``DistributedSampler``, so Lightning does not wrap it. A loader that does not use the
       reweighter's sampler is an error that says how to fix it.
@@ -56,8 +62,9 @@ class ReweightCallback(Callback):
         self.reweighter = reweighter
         self.log_every_n_steps = log_every_n_steps
         self.prefix = prefix
-        self._pending_state: Mapping[str, Any] | None = None
         self._last_step: int | None = None
+        # A length given to the Reweighter by the user wins over the Trainer's.
+        self._user_total_steps = reweighter.total_steps is not None
 
     # ------------------------------------------------------------------ setup
 
@@ -66,39 +73,25 @@ class ReweightCallback(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._check_loader(trainer)
-        if self._pending_state is not None:
-            self.reweighter.load_state_dict(self._pending_state)
-            self._pending_state = None
-            self._align_resumed_epoch(trainer)
-        if self.reweighter.total_steps is None:
+        if not self._user_total_steps:
             total = self._total_steps(trainer)
             if total is not None:
-                self.reweighter.set_total_steps(total)
-            elif self.reweighter.needs_total_steps:
+                self.reweighter.set_total_steps(total)  # warns if a checkpoint said otherwise
+            elif self.reweighter.needs_total_steps and self.reweighter.total_steps is None:
                 raise ValueError(
                     "ReweightCallback cannot tell the run's length (max_steps is unset and "
                     "Lightning's estimate is infinite); set Trainer(max_steps=...) or "
                     "Reweighter(total_steps=...) — the reweighter's schedules need it."
                 )
         self._last_step = trainer.global_step
-
-    def _align_resumed_epoch(self, trainer: pl.Trainer) -> None:
-        """Keeps the restored stream position when Lightning resumes it under a new epoch number.
-
-        Lightning resumes mid-epoch (``0 < batches done < batches per epoch``) under the epoch
-        number it passes to ``set_epoch`` next. Usually that is the saved epoch. But a checkpoint
-        written after ``fit()`` stopped mid-epoch (``max_steps``, then ``save_checkpoint``)
-        counts that epoch as finished, so Lightning runs its remaining batches as the *next*
-        epoch, while the uninterrupted run is still drawing the saved epoch of the stream: the
-        sampler is told that Lightning's number names the epoch under way. A resume at an epoch
-        boundary (e.g. ``limit_train_batches`` reached) starts the next epoch as usual.
-        """
-        loop = trainer.fit_loop
-        # Both trackers are _ProcessedTracker at run time (typed as their base class).
-        batches: Any = loop.epoch_loop.batch_progress.current
-        epochs: Any = loop.epoch_progress.current
-        if 0 < batches.processed < trainer.num_training_batches:
-            self.reweighter.sampler.align_epoch(epochs.processed)  # what set_epoch gets next
+        if self.reweighter.global_step != trainer.global_step:
+            warnings.warn(
+                f"the Reweighter is at step {self.reweighter.global_step} but the Trainer at "
+                f"{trainer.global_step}: its state was not restored with the model (resume with "
+                "ckpt_path= and this callback in the Trainer) or it was stepped elsewhere.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     @staticmethod
     def _total_steps(trainer: pl.Trainer) -> int | None:
@@ -157,5 +150,7 @@ class ReweightCallback(Callback):
         return self.reweighter.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Lightning restores callbacks before it builds the loaders; apply in on_train_start.
-        self._pending_state = state_dict
+        # Lightning restores callbacks after ``setup`` (rank and world size are known) and
+        # before ``FitLoop.setup_data`` creates the train loader's iterator, whose workers
+        # start drawing at once: applying the state now is what makes them draw from it.
+        self.reweighter.load_state_dict(state_dict)

@@ -238,6 +238,18 @@ def _describe(value: Any) -> Any:
     return type(value).__name__
 
 
+def _valid_total_steps(value: Any) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+        or int(value) != value
+        or value < 1
+    ):
+        raise ValueError(f"total_steps must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
 def _as_schedule(value: Any) -> Callable[[float], float]:
     if callable(value):
         return value
@@ -329,10 +341,8 @@ class Reweighter:
         self.nonfinite = nonfinite
         self.self_normalize = bool(self_normalize)
         self.realised_decay = realised_decay
-        self.total_steps: int | None = None
+        self.total_steps = None if total_steps is None else _valid_total_steps(total_steps)
         self.global_step = 0
-        if total_steps is not None:
-            self.set_total_steps(total_steps)
         n = sampler.num_items
         sizes = sampler.domain_sizes
         self._natural = sampler.natural_probs()
@@ -501,14 +511,7 @@ class Reweighter:
         longer ``max_steps``) warns with both values: schedules then read progress against the
         new length from the current step on.
         """
-        if (
-            isinstance(total_steps, bool)
-            or not isinstance(total_steps, (int, float, np.integer, np.floating))
-            or int(total_steps) != total_steps
-            or total_steps < 1
-        ):
-            raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}.")
-        total = int(total_steps)
+        total = _valid_total_steps(total_steps)
         if self.total_steps is not None and total != self.total_steps:
             warnings.warn(
                 f"the run's length changes from {self.total_steps} to {total} optimizer steps at "

@@ -192,7 +192,7 @@ class ReweightSampler(DistributedSampler):
                 f"block_size must be in [2, 255] (it is also the tree's fan-out), got {block_size}."
             )
         self.seed = int(seed)
-        self._key = _kernels.stream_key(np.uint64(self.seed & 0xFFFFFFFFFFFFFFFF))
+        self._key = np.uint64(_kernels.stream_key(np.uint64(self.seed & 0xFFFFFFFFFFFFFFFF)))
         self.block_size = int(block_size)
         self.infinite = bool(infinite)
         self.shuffle = True

@@ -13,6 +13,7 @@ import torch
 import reweight.engine
 from reweight import DomainWeights, Reweighter, StaticWeights
 from reweight.weights import static_factor
+from tests.state_compare import assert_states_equal
 
 # Three imbalanced domains: 60 / 30 / 10 items, laid out contiguously.
 SIZES = (60, 30, 10)
@@ -88,9 +89,7 @@ def test_non_finite_loss_raises_and_changes_nothing(bad: float, weighted: bool) 
     metrics_before = rw.metrics()
     with pytest.raises(ValueError, match="NaN or inf"):
         rw.reduce(torch.tensor([1.0, bad, 2.0]), _batch([2, 3, 91]))
-    after = rw.state_dict()
-    assert after["consumed"] == before["consumed"] == 4
-    assert torch.equal(after["realised"], before["realised"])
+    assert_states_equal(rw.state_dict(), before)
     assert rw.metrics() == metrics_before
 
 
@@ -286,14 +285,15 @@ def test_state_round_trip_continues_stream(prefetched: int) -> None:
         domain_weights=DomainWeights(PI, mode="weight"),
         seed=11,
         num_samples=1000,
-        chunk_size=40,
     )
     rw = _rw(**kwargs)
     it = iter(rw.sampler)
     _consume(rw, it, 3)
     extra = _take(it, prefetched)  # drawn by a DataLoader's prefetch, not trained on yet
     state = rw.state_dict()
-    assert state["global_step"] == 3 and state["consumed"] == 48
+    assert state["global_step"] == 3
+    assert state["sampler"]["stream"]["consumed"].tolist() == [48]
+    assert state["sampler"]["stream"]["items"].tolist() == extra  # the draws in flight
     expected = extra + _take(it, 200)
 
     fresh = _rw(**kwargs)
@@ -306,7 +306,7 @@ def test_state_round_trip_continues_stream(prefetched: int) -> None:
 
 
 def test_state_round_trip_across_epochs() -> None:
-    kwargs = dict(seed=5, num_samples=40, chunk_size=16)
+    kwargs = dict(seed=5, num_samples=40)
     rw = _rw(**kwargs)
     it = iter(rw.sampler)
     _consume(rw, it, 2)  # 32 of 40
@@ -322,10 +322,10 @@ def test_state_dict_reads_do_not_mutate() -> None:
     rw = _rw(seed=1)
     it = iter(rw.sampler)
     _consume(rw, it, 1)
+    _take(it, 5)
     s1 = rw.state_dict()
-    s2 = rw.state_dict()
-    assert s1["consumed"] == s2["consumed"]
-    assert torch.equal(s1["sampler"]["pending"], s2["sampler"]["pending"])
+    assert_states_equal(rw.state_dict(), s1)
+    assert s1["sampler"]["stream"]["items"].numel() == 5
 
 
 def test_load_other_static_weights_raises() -> None:
@@ -375,7 +375,7 @@ def test_metrics_keys_and_types() -> None:
     it = iter(rw.sampler)
     _consume(rw, it, 2)
     m = rw.metrics()
-    for key in ("sampler/ess_fraction", "lag/chunk_draws", "lag/prefetched_draws"):
+    for key in ("sampler/ess_fraction", "lag/draw_age_steps", "lag/prefetched_draws"):
         assert key in m
     for name in NAMES:
         for kind in ("target", "sampled", "realised"):
@@ -383,7 +383,7 @@ def test_metrics_keys_and_types() -> None:
     assert all(type(v) is float for v in m.values()), {k: type(v) for k, v in m.items()}
     assert all(math.isfinite(v) for v in m.values())
     assert 0 < m["sampler/ess_fraction"] <= 1
-    assert m["lag/chunk_draws"] == float(rw.sampler.update_lag)
+    assert m["lag/draw_age_steps"] == 0.0  # drawn at the step that trained on it
     assert sum(m[f"domain/{n}/target"] for n in NAMES) == pytest.approx(1.0)
     assert sum(m[f"domain/{n}/realised"] for n in NAMES) == pytest.approx(1.0)
     for d, name in enumerate(NAMES):
@@ -403,7 +403,7 @@ def test_prefetched_draws() -> None:
     it = iter(rw.sampler)
     _consume(rw, it, 1)
     _take(it, 10)
-    assert rw.prefetched_draws == 10
+    assert rw.sampler.draws_in_flight == 10
     assert rw.metrics()["lag/prefetched_draws"] == 10.0
 
 
