@@ -305,7 +305,8 @@ class DrawStream:
 
     def state_dict(self) -> dict[str, Any]:
         """Every rank's position and the records of the draws in flight (not the block drawn
-        ahead: it is drawn again, identically, from the same weights)."""
+        ahead: it is drawn again, identically, from the same weights; nor the block size, which
+        only changes how many positions are drawn at a time, never what they are)."""
         world = self.world_size
         consumed = self._consumed if self._tracking else np.full(world, self._yielded)
         yielded = max(self._handed_end, int(consumed.max()))
@@ -321,20 +322,18 @@ class DrawStream:
             "items": torch.from_numpy(self._rec_items[rows].copy()),
             "q": torch.from_numpy(self._rec_q[rows].copy()),
             "clock": torch.from_numpy(self._rec_clock[rows].copy()),
-            "block": self._block,
         }
 
     def parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """Validates a :meth:`state_dict` (every field) and returns it as arrays; changes
         nothing. Raises ValueError naming the bad field."""
         fields = ("world_size", "yielded", "consumed", "tracking", "records_start", "items")
-        for key in (*fields, "q", "clock", "block"):
+        for key in (*fields, "q", "clock"):
             if key not in state:
                 raise ValueError(f"draw stream state: missing field {key!r}; the state is truncated.")
         world = _int_field(state, "world_size", low=1)
         yielded = _int_field(state, "yielded", low=0)
         start = _int_field(state, "records_start", low=0)
-        block = _int_field(state, "block", low=1)
         tracking = state["tracking"]
         if not isinstance(tracking, (bool, np.bool_)):
             raise ValueError(f"draw stream state: 'tracking' must be a bool, got {tracking!r}.")
@@ -385,7 +384,6 @@ class DrawStream:
             "items": items,
             "q": q,
             "clock": clock,
-            "block": block,
         }
 
     def apply_state(self, parsed: Mapping[str, Any]) -> None:
@@ -401,7 +399,6 @@ class DrawStream:
         self._rec_items = parsed["items"].copy()
         self._rec_q = parsed["q"].copy()
         self._rec_clock = parsed["clock"].copy()
-        self._block = parsed["block"]
         self._trim_records()
         self._rebuild_queue()
 
