@@ -38,6 +38,7 @@ Reads never mutate; :meth:`LossTable.update`, :meth:`LossTable.refresh` and
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -75,6 +76,105 @@ def _check_step(step: Any, name: str = "step") -> int:
     if not 0 <= value <= _INT32_MAX:
         raise ValueError(f"{name} must lie in [0, {_INT32_MAX}] (stored as int32), got {value}.")
     return value
+
+
+# ---------------------------------------------------------------- state checks
+#
+# Each raises TypeError for a field of the wrong kind and ValueError for a wrong value, naming
+# the field ("loss table state: 'ema' ..."), and never mutates anything.
+
+_STATE_WHAT = "loss table state"
+_STATE_KEYS = (
+    "num_items",
+    "decay",
+    "prior",
+    "relax_steps",
+    "step",
+    "snapshot_step",
+    "num_nonfinite",
+    "ema",
+    "last_seen",
+    "snapshot",
+)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _state_int(
+    state: Mapping[str, Any], key: str, low: int, high: int | None, hint: str = ""
+) -> int:
+    value = state[key]
+    if not _is_int(value):
+        raise TypeError(
+            f"{_STATE_WHAT}: {key!r} must be an integer, got {value!r} ({type(value).__name__})."
+        )
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{_STATE_WHAT}: {key!r} = {value}, but {key} must lie in {bounds}{hint}.")
+    return value
+
+
+def _state_hyperparameters(state: Mapping[str, Any]) -> None:
+    """Checks the saved ``decay``, ``prior`` and ``relax_steps`` (kept for reference only)."""
+    decay = state["decay"]
+    if not _is_real(decay):
+        raise TypeError(f"{_STATE_WHAT}: 'decay' must be a real number, got {decay!r}.")
+    if not 0.0 <= float(decay) < 1.0:
+        raise ValueError(f"{_STATE_WHAT}: 'decay' must lie in [0, 1), got {decay!r}.")
+    prior = state["prior"]
+    if isinstance(prior, str):
+        if prior != "mean":
+            raise ValueError(f"{_STATE_WHAT}: 'prior' must be 'mean' or a number, got {prior!r}.")
+    elif not _is_real(prior):
+        raise TypeError(f"{_STATE_WHAT}: 'prior' must be 'mean' or a number, got {prior!r}.")
+    elif not math.isfinite(float(prior)):
+        raise ValueError(f"{_STATE_WHAT}: 'prior' must be finite, got {prior!r}.")
+    relax = state["relax_steps"]
+    if relax is None:
+        return
+    if not _is_real(relax):
+        raise TypeError(
+            f"{_STATE_WHAT}: 'relax_steps' must be None or a number > 0, got {relax!r}."
+        )
+    if not (math.isfinite(float(relax)) and float(relax) > 0):
+        raise ValueError(
+            f"{_STATE_WHAT}: 'relax_steps' must be None or a finite number > 0, got {relax!r}."
+        )
+
+
+def _state_array(
+    state: Mapping[str, Any], key: str, dtype: Any, size: int, meaning: str
+) -> np.ndarray:
+    """A numpy copy of a 1-D tensor or array field of exactly ``dtype`` and ``size`` entries."""
+    value = state[key]
+    want = np.dtype(dtype)
+    expected = f"{want.name} of shape ({size},)"
+    if isinstance(value, torch.Tensor):
+        got_dtype, shape = str(value.dtype).removeprefix("torch."), tuple(value.shape)
+        ok_dtype = value.dtype == torch.from_numpy(np.zeros(0, dtype=want)).dtype
+    elif isinstance(value, np.ndarray):
+        got_dtype, shape = value.dtype.name, value.shape
+        ok_dtype = value.dtype == want
+    else:
+        raise TypeError(
+            f"{_STATE_WHAT}: {key!r} must be a tensor or numpy array, {expected} {meaning}; got "
+            f"{type(value).__name__}."
+        )
+    if not ok_dtype or shape != (size,):
+        entries = f" ({math.prod(shape)} entries, expected {size})" if shape != (size,) else ""
+        raise ValueError(
+            f"{_STATE_WHAT}: {key!r} must be {expected}, got {got_dtype} of shape {shape}{entries}."
+        )
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().copy()
+    return value.copy()
 
 
 def _chunks(n: int) -> Iterator[slice]:
@@ -580,11 +680,20 @@ class LossTable:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores :meth:`state_dict` (tensors or numpy arrays); validates before changing.
+        """Restores :meth:`state_dict` (tensors or numpy arrays); validates all before changing.
+
+        Checked, each error naming the field: a mapping with every key of :meth:`state_dict`;
+        ``version`` is 1; ``num_items`` is this table's N; ``decay``, ``prior`` and
+        ``relax_steps`` are well-formed (this table keeps its own); ``step`` and
+        ``snapshot_step`` are integers in ``[-1, 2^31 − 1]``; ``num_nonfinite`` an integer
+        >= 0; ``ema`` float32 of shape (N,), finite; ``last_seen`` int32 of shape (N,) in
+        ``[-1, step]``; ``snapshot`` float32 of shape (min(N, snapshot_size),), finite and
+        sorted ascending.
 
         Raises:
-            ValueError: not a table state, another version, another ``num_items``, or
-                inconsistent contents; the table is left unchanged.
+            TypeError: not a mapping, or a field of the wrong kind (e.g. a float step).
+            ValueError: another version, another ``num_items``, a missing key, or a malformed
+                value; the table is left unchanged.
 
         Example:
             >>> table = LossTable(3)
@@ -593,71 +702,75 @@ class LossTable:
             >>> other.load_state_dict(table.state_dict())
             >>> other.estimates([1], step=4).tolist(), other.step
             ([2.0], 4)
-        """
-        if not isinstance(state, Mapping) or "version" not in state:
-            raise ValueError("not a LossTable state (expected a mapping with a 'version' key).")
-        if state["version"] != _STATE_VERSION:
-            raise ValueError(
-                f"LossTable state version {state['version']!r} is not supported "
-                f"(this version reads {_STATE_VERSION})."
+            >>> broken = {**table.state_dict(), "ema": np.zeros(2, dtype=np.float32)}
+            >>> other.load_state_dict(broken)
+            Traceback (most recent call last):
+            ...
+            ValueError: loss table state: 'ema' must be float32 of shape (3,), got float32 of shape (2,) (2 entries, expected 3).
+        """  # noqa: E501
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"not a LossTable state: expected a mapping from state_dict(), got "
+                f"{type(state).__name__}."
             )
-        missing = [
-            key
-            for key in ("num_items", "step", "snapshot_step", "num_nonfinite", "ema", "last_seen")
-            if key not in state
-        ]
-        if "snapshot" not in state:
-            missing.append("snapshot")
+        if "version" not in state:
+            raise ValueError("not a LossTable state (expected a mapping with a 'version' key).")
+        version = state["version"]
+        if not _is_int(version) or version != _STATE_VERSION:
+            raise ValueError(
+                f"LossTable state version {version!r} is not supported ({_STATE_WHAT}: "
+                f"'version' must be {_STATE_VERSION}); re-create the state with a matching "
+                "reweight version."
+            )
+        missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise ValueError(f"LossTable state lacks key(s): {', '.join(missing)}.")
-        if state["num_items"] != self._n:
+        num_items = state["num_items"]
+        if not _is_int(num_items) or num_items != self._n:
             raise ValueError(
-                f"this checkpoint's loss table has num_items={state['num_items']!r} but this "
-                f"table has {self._n}; resume with the same data set, or start a fresh table."
+                f"this checkpoint's loss table has num_items={num_items!r} but this table has "
+                f"{self._n}; resume with the same data set, or start a fresh table."
             )
-        step = int(state["step"])
-        if not -1 <= step <= _INT32_MAX:
-            raise ValueError(f"state step must lie in [-1, {_INT32_MAX}], got {step}.")
-        snapshot_step = int(state["snapshot_step"])
-        if not -1 <= snapshot_step <= _INT32_MAX:
-            raise ValueError(
-                f"state snapshot_step must lie in [-1, {_INT32_MAX}], got {snapshot_step}."
-            )
-        nonfinite = int(state["num_nonfinite"])
-        if nonfinite < 0:
-            raise ValueError(f"state num_nonfinite must be >= 0, got {nonfinite}.")
-        ema = _to_numpy(state["ema"])
-        last = _to_numpy(state["last_seen"])
-        snapshot = _to_numpy(state["snapshot"])
-        if ema.shape != (self._n,) or ema.dtype != np.float32:
-            raise ValueError(
-                f"state 'ema' must be float32 of shape ({self._n},), got {ema.dtype} {ema.shape}."
-            )
-        if last.shape != (self._n,) or last.dtype != np.int32:
-            raise ValueError(
-                f"state 'last_seen' must be int32 of shape ({self._n},), "
-                f"got {last.dtype} {last.shape}."
-            )
-        if snapshot.ndim != 1 or snapshot.dtype != np.float32 or not 1 <= snapshot.size <= self._n:
-            raise ValueError(
-                f"state 'snapshot' must be 1-D float32 with 1..{self._n} entries, "
-                f"got {snapshot.dtype} {snapshot.shape}."
-            )
+        _state_hyperparameters(state)
+        step = _state_int(state, "step", -1, _INT32_MAX, " (-1: before the first update)")
+        snapshot_step = _state_int(
+            state, "snapshot_step", -1, _INT32_MAX, " (-1: before the first refresh)"
+        )
+        nonfinite = _state_int(state, "num_nonfinite", 0, None, " (a count)")
+        size = min(self._n, self._snapshot_size)
+        ema = _state_array(state, "ema", np.float32, self._n, "(num_items)")
+        last = _state_array(state, "last_seen", np.int32, self._n, "(num_items)")
+        snapshot = _state_array(
+            state, "snapshot", np.float32, size, "(min(num_items, snapshot_size))"
+        )
         for part in _chunks(self._n):
-            if not np.isfinite(ema[part]).all():
-                raise ValueError("state 'ema' holds non-finite values.")
-            chunk = last[part]
-            if chunk.size and (int(chunk.min()) < -1 or int(chunk.max()) > step):
+            bad = ~np.isfinite(ema[part])
+            if bad.any():
+                first = part.start + int(np.flatnonzero(bad)[0])
                 raise ValueError(
-                    f"state 'last_seen' must lie in [-1, step={step}], got values in "
-                    f"[{int(chunk.min())}, {int(chunk.max())}]."
+                    f"{_STATE_WHAT}: 'ema' holds non-finite values: entry {first} is "
+                    f"{float(ema[first])!r}; every EMA must be finite."
                 )
-        if not np.isfinite(snapshot).all() or bool(np.any(snapshot[1:] < snapshot[:-1])):
-            raise ValueError("state 'snapshot' must be finite and sorted ascending.")
+            chunk = last[part]
+            low, high = int(chunk.min()), int(chunk.max())
+            if low < -1 or high > step:
+                raise ValueError(
+                    f"{_STATE_WHAT}: 'last_seen' must lie in [-1, step={step}] (-1: never seen; "
+                    f"no item is seen after the latest update), got values in [{low}, {high}]."
+                )
+        if not np.isfinite(snapshot).all():
+            raise ValueError(f"{_STATE_WHAT}: 'snapshot' must be finite and sorted ascending.")
+        if bool(np.any(snapshot[1:] < snapshot[:-1])):
+            first = int(np.flatnonzero(snapshot[1:] < snapshot[:-1])[0])
+            raise ValueError(
+                f"{_STATE_WHAT}: 'snapshot' must be finite and sorted ascending; entry "
+                f"{first + 1} ({float(snapshot[first + 1])!r}) is below entry {first} "
+                f"({float(snapshot[first])!r})."
+            )
         counts = _recount(ema, last)
-        self._ema = ema.copy()
-        self._last = last.copy()
-        self._snapshot = snapshot.copy()
+        self._ema = ema
+        self._last = last
+        self._snapshot = snapshot
         self._step = step
         self._snapshot_step = snapshot_step
         self._nonfinite = nonfinite
