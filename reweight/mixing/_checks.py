@@ -240,13 +240,14 @@ def state_probs(
 
 
 def state_initial(
-    what: str, key: str, array: np.ndarray, expected: np.ndarray, counter: str
+    what: str, key: str, array: np.ndarray, expected: np.ndarray, initial: str, counter: str
 ) -> None:
-    """Checks that ``array`` equals ``expected`` (its initial value) while ``counter`` is 0."""
+    """Checks that ``array`` still equals its initial value ``expected`` (described by
+    ``initial``, e.g. ``"all zero"``) while the counter field ``counter`` is 0."""
     if not np.array_equal(array, expected):
         raise ValueError(
-            f"{what}: {key!r} is {array.tolist()!r} but {counter!r} is 0, so it must still be "
-            f"its initial value {expected.tolist()!r}."
+            f"{what}: {key!r} must be {initial} while {counter!r} is 0 (nothing has changed it "
+            f"yet), got {array.tolist()!r}."
         )
 
 

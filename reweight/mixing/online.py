@@ -233,8 +233,8 @@ class DoReMi(DomainRule):
             )
         updates = state_int(state, "updates", what, minimum=0)
         if updates == 0:
-            state_initial(what, "average", average, alpha, "updates")
-            state_initial(what, "excess", excess, np.zeros(k), "updates")
+            state_initial(what, "average", average, alpha, "equal to 'alpha'", "updates")
+            state_initial(what, "excess", excess, np.zeros(k), "all zero", "updates")
         return alpha, average, excess, updates
 
     def _apply_state(self, parsed: Any) -> None:
@@ -434,9 +434,9 @@ class ODM(DomainRule):
                 "updates; resume with the checkpoint's configuration."
             )
         if updates == 0:
-            state_initial(what, "weights", weights, np.full(k, 1.0 / k), "updates")
+            state_initial(what, "weights", weights, np.full(k, 1.0 / k), "uniform", "updates")
         if observes == 0:
-            state_initial(what, "rewards", rewards, np.zeros(k), "observes")
+            state_initial(what, "rewards", rewards, np.zeros(k), "all zero", "observes")
         return weights, rewards, observes, updates
 
     def _apply_state(self, parsed: Any) -> None:
