@@ -48,10 +48,11 @@ import torch
 
 __all__ = ["PRIORITY_METHODS", "LossTable"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2 added "min_last_seen"; version 1 states load with it recounted
 _CHUNK = 1 << 22
 _INT32_MAX = int(np.iinfo(np.int32).max)
 _F32_MAX = float(np.finfo(np.float32).max)
+_EXP_MIN = -148  # smallest np.frexp exponent of a nonzero float32 (2^-149 = 0.5 · 2^-148)
 DEFAULT_SNAPSHOT_SIZE = 1 << 16
 PRIORITY_METHODS = ("rank", "softmax")
 """Names accepted by :meth:`LossTable.priorities` ``method``."""
@@ -95,6 +96,7 @@ _STATE_KEYS = (
     "ema",
     "last_seen",
     "snapshot",
+    "min_last_seen",  # version 2
 )
 
 
@@ -182,9 +184,33 @@ def _chunks(n: int) -> Iterator[slice]:
         yield slice(start, min(start + _CHUNK, n))
 
 
-def _recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, float, int, int]:
-    """(number seen, Σ EMA over seen, Σ last_seen over seen, min last_seen or −1), exactly."""
-    num_seen, sum_ema, sum_last, min_last = 0, 0.0, 0, -1
+def _exact_sum(values: np.ndarray) -> int:
+    """Σ of float32 ``values``, exactly, in units of 2^−149 (the float32 quantum): a Python int.
+
+    A running float64 sum of float32 EMAs drifts once they span more than 2^29 in magnitude
+    (e.g. 1e-9 and 10), so it would depend on the order of updates and a restored table (which
+    recounts) would differ from the uninterrupted one. Exact integers make the sum a function of
+    the EMAs alone. Each float32 is m · 2^(e − 24) with an integer |m| < 2^24; the m are summed
+    per exponent e (below 2^53 per chunk, so exact in float64), then shifted into place.
+    """
+    total = 0
+    for part in _chunks(values.size):
+        mant, exp = np.frexp(values[part].astype(np.float64))
+        m = np.ldexp(mant, 24)  # integers, |m| < 2^24
+        bucket = exp - _EXP_MIN
+        sums = np.bincount(bucket, weights=m, minlength=0)
+        for offset in np.flatnonzero(sums).tolist():
+            shift = offset + _EXP_MIN - 24 + 149
+            s_int = int(sums[offset])
+            # exact: every float32 is a multiple of 2^-149, so is each bucket's sum
+            total += s_int << shift if shift >= 0 else s_int >> -shift
+    return total
+
+
+def _recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, int, int, int]:
+    """(number seen, Σ EMA over seen in units of 2^−149, Σ last_seen over seen, min last_seen
+    or −1), exactly."""
+    num_seen, sum_ema, sum_last, min_last = 0, 0, 0, -1
     for part in _chunks(last.size):
         seen_last = last[part]
         seen = seen_last >= 0
@@ -193,7 +219,7 @@ def _recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, float, int, int]:
             continue
         seen_last = seen_last[seen]
         num_seen += count
-        sum_ema += float(np.sum(ema[part][seen], dtype=np.float64))
+        sum_ema += _exact_sum(ema[part][seen])
         sum_last += int(np.sum(seen_last, dtype=np.int64))
         low = int(seen_last.min())
         min_last = low if min_last < 0 else min(min_last, low)
@@ -275,7 +301,7 @@ class LossTable:
         self._last = np.full(self._n, -1, dtype=np.int32)
         self._step = -1
         self._num_seen = 0
-        self._sum_ema = 0.0
+        self._sum_ema = 0  # Σ EMA over seen items, exactly, in units of 2^-149
         self._sum_last = 0
         self._min_last = -1
         self._nonfinite = 0
@@ -336,7 +362,7 @@ class LossTable:
         """
         if not isinstance(self._prior, str):
             return self._prior
-        return self._sum_ema / self._num_seen if self._num_seen else 0.0
+        return self._sum_ema / (self._num_seen << 149) if self._num_seen else 0.0
 
     def memory_bytes(self) -> int:
         """Bytes held: 8 per item (float32 EMA + int32 step) plus 4 per snapshot entry.
@@ -461,7 +487,7 @@ class LossTable:
             new = np.where(seen, self._decay * old + (1.0 - self._decay) * mean, mean)
             new32 = np.clip(new, -_F32_MAX, _F32_MAX).astype(np.float32)
             num_new = int(items.size - np.count_nonzero(seen))
-            self._sum_ema += float(np.sum(new32, dtype=np.float64)) - float(np.sum(old[seen]))
+            self._sum_ema += _exact_sum(new32) - _exact_sum(self._ema[items][seen])
             self._sum_last += step * int(items.size) - int(np.sum(old_last[seen], dtype=np.int64))
             if self._num_seen == 0:
                 self._min_last = step
@@ -501,8 +527,8 @@ class LossTable:
     def refresh(self, step: int) -> None:
         """Re-sorts all estimates at ``step`` into the ranking snapshot: O(N log N).
 
-        Also recomputes the running sums exactly (removing float drift) and the oldest
-        last-seen step used by :meth:`staleness`. Call it every so many steps, then push
+        Also recomputes the oldest last-seen step used by :meth:`staleness` (the running sums
+        are exact already). Call it every so many steps, then push
         :meth:`all_priorities` to the sampler.
 
         Example:
@@ -659,11 +685,14 @@ class LossTable:
         """Versioned state: the per-item arrays and the snapshot (as CPU tensors, copies).
 
         Hyper-parameters are saved for reference; :meth:`load_state_dict` keeps this table's.
+        ``min_last_seen`` is the oldest last-seen step as :meth:`staleness` knows it (exact at
+        the latest :meth:`refresh`, a lower bound between refreshes), so a restored table
+        reports the same staleness as the uninterrupted one.
 
         Example:
             >>> state = LossTable(3).state_dict()
             >>> state["version"], state["num_items"], state["ema"].dtype
-            (1, 3, torch.float32)
+            (2, 3, torch.float32)
         """
         return {
             "version": _STATE_VERSION,
@@ -674,6 +703,7 @@ class LossTable:
             "step": self._step,
             "snapshot_step": self._snapshot_step,
             "num_nonfinite": self._nonfinite,
+            "min_last_seen": self._min_last,
             "ema": torch.from_numpy(self._ema.copy()),
             "last_seen": torch.from_numpy(self._last.copy()),
             "snapshot": torch.from_numpy(self._snapshot.copy()),
@@ -683,12 +713,13 @@ class LossTable:
         """Restores :meth:`state_dict` (tensors or numpy arrays); validates all before changing.
 
         Checked, each error naming the field: a mapping with every key of :meth:`state_dict`;
-        ``version`` is 1; ``num_items`` is this table's N; ``decay``, ``prior`` and
-        ``relax_steps`` are well-formed (this table keeps its own); ``step`` and
-        ``snapshot_step`` are integers in ``[-1, 2^31 − 1]``; ``num_nonfinite`` an integer
-        >= 0; ``ema`` float32 of shape (N,), finite; ``last_seen`` int32 of shape (N,) in
-        ``[-1, step]``; ``snapshot`` float32 of shape (min(N, snapshot_size),), finite and
-        sorted ascending.
+        ``version`` is 2 (or 1, which lacks ``min_last_seen``); ``num_items`` is this table's
+        N; ``decay``, ``prior`` and ``relax_steps`` are well-formed (this table keeps its own);
+        ``step`` and ``snapshot_step`` are integers in ``[-1, 2^31 − 1]``; ``num_nonfinite``
+        an integer >= 0; ``ema`` float32 of shape (N,), finite; ``last_seen`` int32 of shape
+        (N,) in ``[-1, step]``; ``snapshot`` float32 of shape (min(N, snapshot_size),),
+        finite and sorted ascending; ``min_last_seen`` −1 while no item is seen, else an
+        integer in ``[0, oldest last_seen]``.
 
         Raises:
             TypeError: not a mapping, or a field of the wrong kind (e.g. a float step).
@@ -716,13 +747,14 @@ class LossTable:
         if "version" not in state:
             raise ValueError("not a LossTable state (expected a mapping with a 'version' key).")
         version = state["version"]
-        if not _is_int(version) or version != _STATE_VERSION:
+        if not _is_int(version) or version not in (1, _STATE_VERSION):
             raise ValueError(
                 f"LossTable state version {version!r} is not supported ({_STATE_WHAT}: "
-                f"'version' must be {_STATE_VERSION}); re-create the state with a matching "
+                f"'version' must be 1 or {_STATE_VERSION}); re-create the state with a matching "
                 "reweight version."
             )
-        missing = [key for key in _STATE_KEYS if key not in state]
+        keys = _STATE_KEYS if version == _STATE_VERSION else _STATE_KEYS[:-1]
+        missing = [key for key in keys if key not in state]
         if missing:
             raise ValueError(f"LossTable state lacks key(s): {', '.join(missing)}.")
         num_items = state["num_items"]
@@ -767,14 +799,29 @@ class LossTable:
                 f"{first + 1} ({float(snapshot[first + 1])!r}) is below entry {first} "
                 f"({float(snapshot[first])!r})."
             )
-        counts = _recount(ema, last)
+        num_seen, sum_ema, sum_last, min_last = _recount(ema, last)
+        if version == _STATE_VERSION:
+            low, high = (-1, -1) if num_seen == 0 else (0, min_last)
+            saved = _state_int(
+                state,
+                "min_last_seen",
+                low,
+                high,
+                " (-1 while no item is seen, else at most the oldest 'last_seen')",
+            )
+            min_last = saved
         self._ema = ema
         self._last = last
         self._snapshot = snapshot
         self._step = step
         self._snapshot_step = snapshot_step
         self._nonfinite = nonfinite
-        self._num_seen, self._sum_ema, self._sum_last, self._min_last = counts
+        self._num_seen, self._sum_ema, self._sum_last, self._min_last = (
+            num_seen,
+            sum_ema,
+            sum_last,
+            min_last,
+        )
 
     def __repr__(self) -> str:
         return (
