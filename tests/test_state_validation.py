@@ -260,7 +260,7 @@ def _load_everywhere(build: Callable[[], Any], obj: Any) -> None:
 
 def test_edge_case_real_table_states_load() -> None:
     """Tables of one item, all-NaN batches, huge and negative losses, steps at the int32 end."""
-    cases: list[tuple[Callable[[], LossTable], Callable[[LossTable], None]]] = [
+    cases: list[tuple[Callable[[], LossTable], Callable[[LossTable], Any]]] = [
         (lambda: LossTable(1), lambda t: None),
         (lambda: LossTable(1), lambda t: t.refresh(step=0)),
         (lambda: LossTable(5), lambda t: t.update([0, 1], [math.nan, math.inf], step=3)),
@@ -356,6 +356,18 @@ def _resize(value: Any, change: int) -> Any:
     return _like(value, np.concatenate([array, np.repeat(array[-1:], change)]))
 
 
+def _reshape(value: Any, how: str) -> Any:
+    array = _array_of(value)
+    if array is None:
+        return SKIP
+    if how == "empty":
+        return _like(value, array[:0].copy())
+    if how == "two_d":
+        return _like(value, array[:, None].copy())
+    other = np.float32 if array.dtype == np.float64 else np.float64
+    return _like(value, array.astype(other))
+
+
 def _shift_int(value: Any, delta: int) -> Any:
     if isinstance(value, bool) or not isinstance(value, int):
         return SKIP
@@ -385,15 +397,9 @@ CORRUPTIONS: dict[str, Callable[[Any, int], Any]] = {
     "-inf": lambda v, w: _set_entry(v, -math.inf, w),
     "truncate": lambda v, w: _resize(v, -1 - w % 2),
     "extend": lambda v, w: _resize(v, 1 + w % 3),
-    "empty": lambda v, w: _resize(v, -(_array_of(v).size) if _array_of(v) is not None else 0),
-    "two_d": lambda v, w: _like(v, _array_of(v)[:, None]) if _array_of(v) is not None else SKIP,
-    "dtype": lambda v, w: (
-        _like(
-            v, _array_of(v).astype(np.float64 if _array_of(v).dtype != np.float64 else np.float32)
-        )
-        if _array_of(v) is not None
-        else SKIP
-    ),
+    "empty": lambda v, w: _reshape(v, "empty"),
+    "two_d": lambda v, w: _reshape(v, "two_d"),
+    "dtype": lambda v, w: _reshape(v, "dtype"),
     # may be harmless:
     "negative": lambda v, w: _set_entry(v, -1.0 - w, w),
     "huge": lambda v, w: _set_entry(v, 1e30, w),
@@ -429,7 +435,10 @@ def _corrupted(state: dict[str, Any], path: tuple[str, ...], kind: str, where: i
     if value is SKIP:
         return SKIP
     out = copy.deepcopy(state)
-    set_path(out, path, None, drop=True) if value is DROP else set_path(out, path, value)
+    if value is DROP:
+        set_path(out, path, None, drop=True)
+    else:
+        set_path(out, path, value)
     return out
 
 
@@ -808,12 +817,13 @@ def test_end_upsample_nested_errors_name_the_path_and_change_nothing() -> None:
 def test_stateless_rules_validate_their_header_and_progress(name: str) -> None:
     rule = PARTS[name].real(5)
     state, before = rule.state_dict(), rule.state_dict()
-    for change, error in [
+    cases: list[tuple[dict[str, Any], type[Exception]]] = [
         ({"progress": None}, TypeError),
         ({"progress": -1.0}, ValueError),
         ({"num_domains": 3.0}, ValueError),
         ({"rule": 7}, ValueError),
-    ]:
+    ]
+    for change, error in cases:
         with pytest.raises(error, match=next(iter(change))):
             rule.load_state_dict({**state, **change})
         assert_same(rule.state_dict(), before)
