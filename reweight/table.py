@@ -38,6 +38,7 @@ Reads never mutate; :meth:`LossTable.update`, :meth:`LossTable.refresh` and
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -47,10 +48,11 @@ import torch
 
 __all__ = ["PRIORITY_METHODS", "LossTable"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2 added "min_last_seen"; version 1 states load with it recounted
 _CHUNK = 1 << 22
 _INT32_MAX = int(np.iinfo(np.int32).max)
 _F32_MAX = float(np.finfo(np.float32).max)
+_EXP_MIN = -148  # smallest np.frexp exponent of a nonzero float32 (2^-149 = 0.5 · 2^-148)
 DEFAULT_SNAPSHOT_SIZE = 1 << 16
 PRIORITY_METHODS = ("rank", "softmax")
 """Names accepted by :meth:`LossTable.priorities` ``method``."""
@@ -77,14 +79,138 @@ def _check_step(step: Any, name: str = "step") -> int:
     return value
 
 
+# ---------------------------------------------------------------- state checks
+#
+# Each raises TypeError for a field of the wrong kind and ValueError for a wrong value, naming
+# the field ("loss table state: 'ema' ..."), and never mutates anything.
+
+_STATE_WHAT = "loss table state"
+_STATE_KEYS = (
+    "num_items",
+    "decay",
+    "prior",
+    "relax_steps",
+    "step",
+    "snapshot_step",
+    "num_nonfinite",
+    "ema",
+    "last_seen",
+    "snapshot",
+    "min_last_seen",  # version 2
+)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _state_int(
+    state: Mapping[str, Any], key: str, low: int, high: int | None, hint: str = ""
+) -> int:
+    value = state[key]
+    if not _is_int(value):
+        raise TypeError(
+            f"{_STATE_WHAT}: {key!r} must be an integer, got {value!r} ({type(value).__name__})."
+        )
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{_STATE_WHAT}: {key!r} = {value}, but {key} must lie in {bounds}{hint}.")
+    return value
+
+
+def _state_hyperparameters(state: Mapping[str, Any]) -> None:
+    """Checks the saved ``decay``, ``prior`` and ``relax_steps`` (kept for reference only)."""
+    decay = state["decay"]
+    if not _is_real(decay):
+        raise TypeError(f"{_STATE_WHAT}: 'decay' must be a real number, got {decay!r}.")
+    if not 0.0 <= float(decay) < 1.0:
+        raise ValueError(f"{_STATE_WHAT}: 'decay' must lie in [0, 1), got {decay!r}.")
+    prior = state["prior"]
+    if isinstance(prior, str):
+        if prior != "mean":
+            raise ValueError(f"{_STATE_WHAT}: 'prior' must be 'mean' or a number, got {prior!r}.")
+    elif not _is_real(prior):
+        raise TypeError(f"{_STATE_WHAT}: 'prior' must be 'mean' or a number, got {prior!r}.")
+    elif not math.isfinite(float(prior)):
+        raise ValueError(f"{_STATE_WHAT}: 'prior' must be finite, got {prior!r}.")
+    relax = state["relax_steps"]
+    if relax is None:
+        return
+    if not _is_real(relax):
+        raise TypeError(
+            f"{_STATE_WHAT}: 'relax_steps' must be None or a number > 0, got {relax!r}."
+        )
+    if not (math.isfinite(float(relax)) and float(relax) > 0):
+        raise ValueError(
+            f"{_STATE_WHAT}: 'relax_steps' must be None or a finite number > 0, got {relax!r}."
+        )
+
+
+def _state_array(
+    state: Mapping[str, Any], key: str, dtype: Any, size: int, meaning: str
+) -> np.ndarray:
+    """A numpy copy of a 1-D tensor or array field of exactly ``dtype`` and ``size`` entries."""
+    value = state[key]
+    want = np.dtype(dtype)
+    expected = f"{want.name} of shape ({size},)"
+    if isinstance(value, torch.Tensor):
+        got_dtype, shape = str(value.dtype).removeprefix("torch."), tuple(value.shape)
+        ok_dtype = value.dtype == torch.from_numpy(np.zeros(0, dtype=want)).dtype
+    elif isinstance(value, np.ndarray):
+        got_dtype, shape = value.dtype.name, value.shape
+        ok_dtype = value.dtype == want
+    else:
+        raise TypeError(
+            f"{_STATE_WHAT}: {key!r} must be a tensor or numpy array, {expected} {meaning}; got "
+            f"{type(value).__name__}."
+        )
+    if not ok_dtype or shape != (size,):
+        entries = f" ({math.prod(shape)} entries, expected {size})" if shape != (size,) else ""
+        raise ValueError(
+            f"{_STATE_WHAT}: {key!r} must be {expected}, got {got_dtype} of shape {shape}{entries}."
+        )
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().copy()
+    return value.copy()
+
+
 def _chunks(n: int) -> Iterator[slice]:
     for start in range(0, n, _CHUNK):
         yield slice(start, min(start + _CHUNK, n))
 
 
-def _recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, float, int, int]:
-    """(number seen, Σ EMA over seen, Σ last_seen over seen, min last_seen or −1), exactly."""
-    num_seen, sum_ema, sum_last, min_last = 0, 0.0, 0, -1
+def _exact_sum(values: np.ndarray) -> int:
+    """Σ of float32 ``values``, exactly, in units of 2^−149 (the float32 quantum): a Python int.
+
+    A running float64 sum of float32 EMAs drifts once they span more than 2^29 in magnitude
+    (e.g. 1e-9 and 10), so it would depend on the order of updates and a restored table (which
+    recounts) would differ from the uninterrupted one. Exact integers make the sum a function of
+    the EMAs alone. Each float32 is m · 2^(e − 24) with an integer |m| < 2^24; the m are summed
+    per exponent e (below 2^53 per chunk, so exact in float64), then shifted into place.
+    """
+    total = 0
+    for part in _chunks(values.size):
+        mant, exp = np.frexp(values[part].astype(np.float64))
+        m = np.ldexp(mant, 24)  # integers, |m| < 2^24
+        bucket = exp - _EXP_MIN
+        sums = np.bincount(bucket, weights=m, minlength=0)
+        for offset in np.flatnonzero(sums).tolist():
+            shift = offset + _EXP_MIN - 24 + 149
+            s_int = int(sums[offset])
+            # exact: every float32 is a multiple of 2^-149, so is each bucket's sum
+            total += s_int << shift if shift >= 0 else s_int >> -shift
+    return total
+
+
+def _recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, int, int, int]:
+    """(number seen, Σ EMA over seen in units of 2^−149, Σ last_seen over seen, min last_seen
+    or −1), exactly."""
+    num_seen, sum_ema, sum_last, min_last = 0, 0, 0, -1
     for part in _chunks(last.size):
         seen_last = last[part]
         seen = seen_last >= 0
@@ -93,7 +219,7 @@ def _recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, float, int, int]:
             continue
         seen_last = seen_last[seen]
         num_seen += count
-        sum_ema += float(np.sum(ema[part][seen], dtype=np.float64))
+        sum_ema += _exact_sum(ema[part][seen])
         sum_last += int(np.sum(seen_last, dtype=np.int64))
         low = int(seen_last.min())
         min_last = low if min_last < 0 else min(min_last, low)
@@ -175,7 +301,7 @@ class LossTable:
         self._last = np.full(self._n, -1, dtype=np.int32)
         self._step = -1
         self._num_seen = 0
-        self._sum_ema = 0.0
+        self._sum_ema = 0  # Σ EMA over seen items, exactly, in units of 2^-149
         self._sum_last = 0
         self._min_last = -1
         self._nonfinite = 0
@@ -236,7 +362,7 @@ class LossTable:
         """
         if not isinstance(self._prior, str):
             return self._prior
-        return self._sum_ema / self._num_seen if self._num_seen else 0.0
+        return self._sum_ema / (self._num_seen << 149) if self._num_seen else 0.0
 
     def memory_bytes(self) -> int:
         """Bytes held: 8 per item (float32 EMA + int32 step) plus 4 per snapshot entry.
@@ -361,7 +487,7 @@ class LossTable:
             new = np.where(seen, self._decay * old + (1.0 - self._decay) * mean, mean)
             new32 = np.clip(new, -_F32_MAX, _F32_MAX).astype(np.float32)
             num_new = int(items.size - np.count_nonzero(seen))
-            self._sum_ema += float(np.sum(new32, dtype=np.float64)) - float(np.sum(old[seen]))
+            self._sum_ema += _exact_sum(new32) - _exact_sum(self._ema[items][seen])
             self._sum_last += step * int(items.size) - int(np.sum(old_last[seen], dtype=np.int64))
             if self._num_seen == 0:
                 self._min_last = step
@@ -401,8 +527,8 @@ class LossTable:
     def refresh(self, step: int) -> None:
         """Re-sorts all estimates at ``step`` into the ranking snapshot: O(N log N).
 
-        Also recomputes the running sums exactly (removing float drift) and the oldest
-        last-seen step used by :meth:`staleness`. Call it every so many steps, then push
+        Also recomputes the oldest last-seen step used by :meth:`staleness` (the running sums
+        are exact already). Call it every so many steps, then push
         :meth:`all_priorities` to the sampler.
 
         Example:
@@ -559,11 +685,14 @@ class LossTable:
         """Versioned state: the per-item arrays and the snapshot (as CPU tensors, copies).
 
         Hyper-parameters are saved for reference; :meth:`load_state_dict` keeps this table's.
+        ``min_last_seen`` is the oldest last-seen step as :meth:`staleness` knows it (exact at
+        the latest :meth:`refresh`, a lower bound between refreshes), so a restored table
+        reports the same staleness as the uninterrupted one.
 
         Example:
             >>> state = LossTable(3).state_dict()
             >>> state["version"], state["num_items"], state["ema"].dtype
-            (1, 3, torch.float32)
+            (2, 3, torch.float32)
         """
         return {
             "version": _STATE_VERSION,
@@ -574,17 +703,28 @@ class LossTable:
             "step": self._step,
             "snapshot_step": self._snapshot_step,
             "num_nonfinite": self._nonfinite,
+            "min_last_seen": self._min_last,
             "ema": torch.from_numpy(self._ema.copy()),
             "last_seen": torch.from_numpy(self._last.copy()),
             "snapshot": torch.from_numpy(self._snapshot.copy()),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores :meth:`state_dict` (tensors or numpy arrays); validates before changing.
+        """Restores :meth:`state_dict` (tensors or numpy arrays); validates all before changing.
+
+        Checked, each error naming the field: a mapping with every key of :meth:`state_dict`;
+        ``version`` is 2 (or 1, which lacks ``min_last_seen``); ``num_items`` is this table's
+        N; ``decay``, ``prior`` and ``relax_steps`` are well-formed (this table keeps its own);
+        ``step`` and ``snapshot_step`` are integers in ``[-1, 2^31 − 1]``; ``num_nonfinite``
+        an integer >= 0; ``ema`` float32 of shape (N,), finite; ``last_seen`` int32 of shape
+        (N,) in ``[-1, step]``; ``snapshot`` float32 of shape (min(N, snapshot_size),),
+        finite and sorted ascending; ``min_last_seen`` −1 while no item is seen, else an
+        integer in ``[0, oldest last_seen]``.
 
         Raises:
-            ValueError: not a table state, another version, another ``num_items``, or
-                inconsistent contents; the table is left unchanged.
+            TypeError: not a mapping, or a field of the wrong kind (e.g. a float step).
+            ValueError: another version, another ``num_items``, a missing key, or a malformed
+                value; the table is left unchanged.
 
         Example:
             >>> table = LossTable(3)
@@ -593,75 +733,95 @@ class LossTable:
             >>> other.load_state_dict(table.state_dict())
             >>> other.estimates([1], step=4).tolist(), other.step
             ([2.0], 4)
-        """
-        if not isinstance(state, Mapping) or "version" not in state:
-            raise ValueError("not a LossTable state (expected a mapping with a 'version' key).")
-        if state["version"] != _STATE_VERSION:
-            raise ValueError(
-                f"LossTable state version {state['version']!r} is not supported "
-                f"(this version reads {_STATE_VERSION})."
+            >>> broken = {**table.state_dict(), "ema": np.zeros(2, dtype=np.float32)}
+            >>> other.load_state_dict(broken)
+            Traceback (most recent call last):
+            ...
+            ValueError: loss table state: 'ema' must be float32 of shape (3,), got float32 of shape (2,) (2 entries, expected 3).
+        """  # noqa: E501
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"not a LossTable state: expected a mapping from state_dict(), got "
+                f"{type(state).__name__}."
             )
-        missing = [
-            key
-            for key in ("num_items", "step", "snapshot_step", "num_nonfinite", "ema", "last_seen")
-            if key not in state
-        ]
-        if "snapshot" not in state:
-            missing.append("snapshot")
+        if "version" not in state:
+            raise ValueError("not a LossTable state (expected a mapping with a 'version' key).")
+        version = state["version"]
+        if not _is_int(version) or version not in (1, _STATE_VERSION):
+            raise ValueError(
+                f"LossTable state version {version!r} is not supported ({_STATE_WHAT}: "
+                f"'version' must be 1 or {_STATE_VERSION}); re-create the state with a matching "
+                "reweight version."
+            )
+        keys = _STATE_KEYS if version == _STATE_VERSION else _STATE_KEYS[:-1]
+        missing = [key for key in keys if key not in state]
         if missing:
             raise ValueError(f"LossTable state lacks key(s): {', '.join(missing)}.")
-        if state["num_items"] != self._n:
+        num_items = state["num_items"]
+        if not _is_int(num_items) or num_items != self._n:
             raise ValueError(
-                f"this checkpoint's loss table has num_items={state['num_items']!r} but this "
-                f"table has {self._n}; resume with the same data set, or start a fresh table."
+                f"this checkpoint's loss table has num_items={num_items!r} but this table has "
+                f"{self._n}; resume with the same data set, or start a fresh table."
             )
-        step = int(state["step"])
-        if not -1 <= step <= _INT32_MAX:
-            raise ValueError(f"state step must lie in [-1, {_INT32_MAX}], got {step}.")
-        snapshot_step = int(state["snapshot_step"])
-        if not -1 <= snapshot_step <= _INT32_MAX:
-            raise ValueError(
-                f"state snapshot_step must lie in [-1, {_INT32_MAX}], got {snapshot_step}."
-            )
-        nonfinite = int(state["num_nonfinite"])
-        if nonfinite < 0:
-            raise ValueError(f"state num_nonfinite must be >= 0, got {nonfinite}.")
-        ema = _to_numpy(state["ema"])
-        last = _to_numpy(state["last_seen"])
-        snapshot = _to_numpy(state["snapshot"])
-        if ema.shape != (self._n,) or ema.dtype != np.float32:
-            raise ValueError(
-                f"state 'ema' must be float32 of shape ({self._n},), got {ema.dtype} {ema.shape}."
-            )
-        if last.shape != (self._n,) or last.dtype != np.int32:
-            raise ValueError(
-                f"state 'last_seen' must be int32 of shape ({self._n},), "
-                f"got {last.dtype} {last.shape}."
-            )
-        if snapshot.ndim != 1 or snapshot.dtype != np.float32 or not 1 <= snapshot.size <= self._n:
-            raise ValueError(
-                f"state 'snapshot' must be 1-D float32 with 1..{self._n} entries, "
-                f"got {snapshot.dtype} {snapshot.shape}."
-            )
+        _state_hyperparameters(state)
+        step = _state_int(state, "step", -1, _INT32_MAX, " (-1: before the first update)")
+        snapshot_step = _state_int(
+            state, "snapshot_step", -1, _INT32_MAX, " (-1: before the first refresh)"
+        )
+        nonfinite = _state_int(state, "num_nonfinite", 0, None, " (a count)")
+        size = min(self._n, self._snapshot_size)
+        ema = _state_array(state, "ema", np.float32, self._n, "(num_items)")
+        last = _state_array(state, "last_seen", np.int32, self._n, "(num_items)")
+        snapshot = _state_array(
+            state, "snapshot", np.float32, size, "(min(num_items, snapshot_size))"
+        )
         for part in _chunks(self._n):
-            if not np.isfinite(ema[part]).all():
-                raise ValueError("state 'ema' holds non-finite values.")
-            chunk = last[part]
-            if chunk.size and (int(chunk.min()) < -1 or int(chunk.max()) > step):
+            bad = ~np.isfinite(ema[part])
+            if bad.any():
+                first = part.start + int(np.flatnonzero(bad)[0])
                 raise ValueError(
-                    f"state 'last_seen' must lie in [-1, step={step}], got values in "
-                    f"[{int(chunk.min())}, {int(chunk.max())}]."
+                    f"{_STATE_WHAT}: 'ema' holds non-finite values: entry {first} is "
+                    f"{float(ema[first])!r}; every EMA must be finite."
                 )
-        if not np.isfinite(snapshot).all() or bool(np.any(snapshot[1:] < snapshot[:-1])):
-            raise ValueError("state 'snapshot' must be finite and sorted ascending.")
-        counts = _recount(ema, last)
-        self._ema = ema.copy()
-        self._last = last.copy()
-        self._snapshot = snapshot.copy()
+            chunk = last[part]
+            low, high = int(chunk.min()), int(chunk.max())
+            if low < -1 or high > step:
+                raise ValueError(
+                    f"{_STATE_WHAT}: 'last_seen' must lie in [-1, step={step}] (-1: never seen; "
+                    f"no item is seen after the latest update), got values in [{low}, {high}]."
+                )
+        if not np.isfinite(snapshot).all():
+            raise ValueError(f"{_STATE_WHAT}: 'snapshot' must be finite and sorted ascending.")
+        if bool(np.any(snapshot[1:] < snapshot[:-1])):
+            first = int(np.flatnonzero(snapshot[1:] < snapshot[:-1])[0])
+            raise ValueError(
+                f"{_STATE_WHAT}: 'snapshot' must be finite and sorted ascending; entry "
+                f"{first + 1} ({float(snapshot[first + 1])!r}) is below entry {first} "
+                f"({float(snapshot[first])!r})."
+            )
+        num_seen, sum_ema, sum_last, min_last = _recount(ema, last)
+        if version == _STATE_VERSION:
+            low, high = (-1, -1) if num_seen == 0 else (0, min_last)
+            saved = _state_int(
+                state,
+                "min_last_seen",
+                low,
+                high,
+                " (-1 while no item is seen, else at most the oldest 'last_seen')",
+            )
+            min_last = saved
+        self._ema = ema
+        self._last = last
+        self._snapshot = snapshot
         self._step = step
         self._snapshot_step = snapshot_step
         self._nonfinite = nonfinite
-        self._num_seen, self._sum_ema, self._sum_last, self._min_last = counts
+        self._num_seen, self._sum_ema, self._sum_last, self._min_last = (
+            num_seen,
+            sum_ema,
+            sum_last,
+            min_last,
+        )
 
     def __repr__(self) -> str:
         return (

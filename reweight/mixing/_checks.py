@@ -96,44 +96,159 @@ def state_array(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(values, dtype=np.float64, copy=True))
 
 
+# ---------------------------------------------------------------- rule states
+#
+# Every check below names the state (``what``, e.g. "doremi state") and the key, raises
+# TypeError for a value of the wrong kind and ValueError for a wrong value, and never mutates.
+
+PROB_TOL = 1e-9
+"""How far a saved probability vector's sum may be from 1 (float64 round-off is ~1e-15)."""
+
+FLOOR_TOL = 1e-12
+"""How far below ``min_prob`` a saved probability may be (a running average of floored vectors
+can round just under the floor)."""
+
+HEADER_KEYS = ("rule", "version", "num_domains")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_state(
     state: Any, rule: str, version: int, num_domains: int, keys: tuple[str, ...]
 ) -> Mapping[str, Any]:
-    """Checks a rule's state header (type, rule name, version, domain count, keys)."""
+    """Checks a rule's state header (type, rule name, version, domain count) and its keys."""
+    what = f"{rule} state"
     if not isinstance(state, Mapping):
-        raise TypeError(f"state must be a mapping from state_dict(), got {type(state).__name__}.")
-    got_rule = state.get("rule")
-    if got_rule != rule:
+        raise TypeError(f"{what} must be a mapping from state_dict(), got {type(state).__name__}.")
+    missing = [key for key in HEADER_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{what} lacks key(s) {missing}; it is not from state_dict().")
+    got_rule = state["rule"]
+    if not isinstance(got_rule, str) or got_rule != rule:
         raise ValueError(
-            f"state belongs to rule {got_rule!r}, not {rule!r}; load it into the rule that "
-            "saved it (the configuration must match the checkpoint)."
+            f"state belongs to rule {got_rule!r} ('rule'), not {rule!r}; load it into the rule "
+            "that saved it (the configuration must match the checkpoint)."
         )
-    got_version = state.get("version")
-    if got_version != version:
+    got_version = state["version"]
+    if not _is_int(got_version) or got_version != version:
         raise ValueError(
-            f"{rule} state has version {got_version!r}; this version of reweight reads version "
+            f"{what} has 'version' {got_version!r}; this version of reweight reads version "
             f"{version}. Re-create the state with a matching reweight version."
         )
-    got_k = state.get("num_domains")
-    if got_k != num_domains:
+    got_k = state["num_domains"]
+    if not _is_int(got_k) or got_k != num_domains:
         raise ValueError(
-            f"{rule} state is for {got_k!r} domains, this rule has {num_domains}; the domains "
-            "of the checkpoint and of the configuration must match."
+            f"{what} is for {got_k!r} domains ('num_domains'), this rule has {num_domains}; the "
+            "domains of the checkpoint and of the configuration must match."
         )
     missing = [key for key in keys if key not in state]
     if missing:
-        raise ValueError(f"{rule} state lacks key(s) {missing}; it is not from state_dict().")
+        raise ValueError(f"{what} lacks key(s) {missing}; it is not from state_dict().")
     return state
 
 
-def state_vector(state: Mapping[str, Any], key: str, num_domains: int) -> np.ndarray:
-    """A finite float64 vector of length ``num_domains`` read from ``state[key]``."""
-    array = as_float_array(f"state[{key!r}]", state[key])
-    if array.size != num_domains or not np.isfinite(array).all():
+def state_int(state: Mapping[str, Any], key: str, what: str, *, minimum: int = 0) -> int:
+    """``state[key]`` as an int >= ``minimum`` (bools and floats rejected)."""
+    value = state[key]
+    if not _is_int(value):
+        raise TypeError(
+            f"{what}: {key!r} must be an integer, got {value!r} ({type(value).__name__})."
+        )
+    if int(value) < minimum:
+        raise ValueError(f"{what}: {key!r} must be >= {minimum}, got {int(value)}.")
+    return int(value)
+
+
+def state_progress(state: Mapping[str, Any], what: str) -> float:
+    """``state["progress"]`` as a float in [0, 1] (round-off clamped as by check_progress)."""
+    value = state["progress"]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{what}: 'progress' must be a real number in [0, 1], got {value!r} "
+            f"({type(value).__name__})."
+        )
+    out = float(value)
+    if not math.isfinite(out) or not -PROGRESS_SLACK <= out <= 1.0 + PROGRESS_SLACK:
+        raise ValueError(f"{what}: 'progress' must lie in [0, 1], got {out!r}.")
+    return min(max(out, 0.0), 1.0)
+
+
+def state_vector(state: Mapping[str, Any], key: str, what: str, num_domains: int) -> np.ndarray:
+    """A float64 copy of ``state[key]``: 1-D, real, finite, one entry per domain.
+
+    Accepts a tensor, a numpy array or a list/tuple of numbers; rejects bools, complex numbers,
+    other shapes and non-finite entries.
+    """
+    value = state[key]
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{what}: {key!r} must hold real numbers, got dtype {value.dtype}.")
+        array = value.detach().to("cpu", torch.float64).numpy()
+    elif isinstance(value, np.ndarray | list | tuple):
+        array = np.asarray(value)
+        if array.dtype.kind not in "iuf":
+            raise TypeError(f"{what}: {key!r} must hold real numbers, got {value!r}.")
+    else:
+        raise TypeError(
+            f"{what}: {key!r} must be a 1-D tensor with one number per domain, got "
+            f"{value!r} ({type(value).__name__})."
+        )
+    if array.ndim != 1 or array.size != num_domains:
         raise ValueError(
-            f"state[{key!r}] must hold {num_domains} finite numbers, got {array.tolist()!r}."
+            f"{what}: {key!r} has shape {tuple(array.shape)} ({array.size} entries), expected "
+            f"({num_domains},); it must hold {num_domains} finite numbers, one per domain."
+        )
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{what}: {key!r} entry {first} is {float(array[first])!r}; it must hold "
+            f"{num_domains} finite numbers."
+        )
+    return np.array(array, dtype=np.float64, copy=True)
+
+
+def state_probs(
+    state: Mapping[str, Any], key: str, what: str, num_domains: int, *, min_prob: float = 0.0
+) -> np.ndarray:
+    """:func:`state_vector` that is a probability vector: >= 0, sums to 1 within
+    :data:`PROB_TOL`, and every entry >= ``min_prob`` (within :data:`FLOOR_TOL`)."""
+    array = state_vector(state, key, what, num_domains)
+    negative = array < 0
+    if negative.any():
+        first = int(np.flatnonzero(negative)[0])
+        raise ValueError(
+            f"{what}: {key!r} is not a probability vector: entry {first} is "
+            f"{float(array[first])!r} < 0."
+        )
+    total = float(array.sum())
+    if abs(total - 1.0) > PROB_TOL:
+        raise ValueError(
+            f"{what}: {key!r} is not a probability vector: it sums to {total!r}, not 1."
+        )
+    low = array < min_prob - FLOOR_TOL
+    if low.any():
+        first = int(np.flatnonzero(low)[0])
+        raise ValueError(
+            f"{what}: {key!r} entry {first} is {float(array[first])!r}, below this rule's "
+            f"min_prob={min_prob!r}; the checkpoint was saved with another min_prob (resume "
+            "with its configuration) or is corrupt."
         )
     return array
+
+
+def state_initial(
+    what: str, key: str, array: np.ndarray, expected: np.ndarray, initial: str, counter: str
+) -> None:
+    """Checks that ``array`` still equals its initial value ``expected`` (described by
+    ``initial``, e.g. ``"all zero"``) while the counter field ``counter`` is 0."""
+    if not np.array_equal(array, expected):
+        raise ValueError(
+            f"{what}: {key!r} must be {initial} while {counter!r} is 0 (nothing has changed it "
+            f"yet), got {array.tolist()!r}."
+        )
 
 
 def call_kind(

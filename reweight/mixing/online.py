@@ -15,6 +15,9 @@ from reweight.mixing._checks import (
     check_real,
     check_weights,
     state_array,
+    state_initial,
+    state_int,
+    state_probs,
     state_vector,
 )
 from reweight.mixing.rules import DomainRule, Metrics
@@ -213,16 +216,25 @@ class DoReMi(DomainRule):
         return ("alpha", "average", "excess", "updates")
 
     def _parse_state(self, state: Mapping[str, Any]) -> Any:
-        k = self.num_domains
-        alpha = state_vector(state, "alpha", k)
-        average = state_vector(state, "average", k)
-        for name, vector in (("alpha", alpha), ("average", average)):
-            if (vector < 0).any() or abs(float(vector.sum()) - 1.0) > 1e-9:
-                raise ValueError(f"state[{name!r}] is not a probability vector: {vector.tolist()}.")
-        excess = state_vector(state, "excess", k)
-        if (excess < 0).any():
-            raise ValueError(f"state['excess'] must be >= 0, got {excess.tolist()}.")
-        updates = check_int("state['updates']", state["updates"], minimum=0)
+        """``alpha`` and ``average``: probability vectors with every entry >= ``min_prob`` (both
+        are floored); ``excess``: K finite numbers >= 0; ``updates``: an integer >= 0, and while
+        it is 0, ``average`` equals ``alpha`` and ``excess`` is all zero (their initial values).
+        """
+        k, what = self.num_domains, self._state_what
+        alpha = state_probs(state, "alpha", what, k, min_prob=self.min_prob)
+        average = state_probs(state, "average", what, k, min_prob=self.min_prob)
+        excess = state_vector(state, "excess", what, k)
+        negative = excess < 0
+        if negative.any():
+            first = int(np.flatnonzero(negative)[0])
+            raise ValueError(
+                f"{what}: 'excess' must be >= 0 (a mean of max(loss − reference, 0)); entry "
+                f"{first} is {float(excess[first])!r}."
+            )
+        updates = state_int(state, "updates", what, minimum=0)
+        if updates == 0:
+            state_initial(what, "average", average, alpha, "equal to 'alpha'", "updates")
+            state_initial(what, "excess", excess, np.zeros(k), "all zero", "updates")
         return alpha, average, excess, updates
 
     def _apply_state(self, parsed: Any) -> None:
@@ -398,15 +410,33 @@ class ODM(DomainRule):
         return ("weights", "rewards", "observes", "updates")
 
     def _parse_state(self, state: Mapping[str, Any]) -> Any:
-        k = self.num_domains
-        weights = state_vector(state, "weights", k)
-        if (weights < 0).any() or abs(float(weights.sum()) - 1.0) > 1e-9:
-            raise ValueError(f"state['weights'] is not a probability vector: {weights.tolist()}.")
-        rewards = state_vector(state, "rewards", k)
-        observes = check_int("state['observes']", state["observes"], minimum=0)
-        updates = check_int("state['updates']", state["updates"], minimum=0)
+        """``weights``: a probability vector with every entry >= ``min_prob``; ``rewards``: K
+        finite numbers; ``observes`` and ``updates``: integers >= 0 with ``updates`` the number
+        of policy updates this configuration makes in ``observes`` observes,
+        ``max(observes − warmup_steps, 0) // update_every``. Before the first policy update
+        ``weights`` is uniform; before the first observe ``rewards`` is all zero.
+        """
+        k, what = self.num_domains, self._state_what
+        weights = state_probs(state, "weights", what, k, min_prob=self.min_prob)
+        rewards = state_vector(state, "rewards", what, k)
+        observes = state_int(state, "observes", what, minimum=0)
+        updates = state_int(state, "updates", what, minimum=0)
         if updates > observes:
-            raise ValueError(f"state has {updates} policy updates but only {observes} observes.")
+            raise ValueError(
+                f"{what} has {updates} policy updates but only {observes} observes "
+                "('updates' must be <= 'observes')."
+            )
+        expected = max(observes - self.warmup_steps, 0) // self.update_every
+        if updates != expected:
+            raise ValueError(
+                f"{what}: 'updates' is {updates}, but with warmup_steps={self.warmup_steps} and "
+                f"update_every={self.update_every} {observes} observes make {expected} policy "
+                "updates; resume with the checkpoint's configuration."
+            )
+        if updates == 0:
+            state_initial(what, "weights", weights, np.full(k, 1.0 / k), "uniform", "updates")
+        if observes == 0:
+            state_initial(what, "rewards", rewards, np.zeros(k), "all zero", "observes")
         return weights, rewards, observes, updates
 
     def _apply_state(self, parsed: Any) -> None:

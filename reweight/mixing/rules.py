@@ -21,6 +21,7 @@ from reweight.mixing._checks import (
     check_real,
     check_state,
     check_weights,
+    state_progress,
 )
 from reweight.mixing.schedules import Schedule, make_schedule
 from reweight.mixing.temperature import temperature_probs
@@ -111,18 +112,42 @@ class DomainRule(abc.ABC):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict` output; validates all of it before changing anything.
 
+        Checked: the header (a mapping; ``rule`` is this rule's kind, ``version`` is
+        :data:`STATE_VERSION`, ``num_domains`` is this rule's K), every key present,
+        ``progress`` a real number in [0, 1], and each rule's own fields (see its
+        ``_parse_state``). On any error nothing changes.
+
         Raises:
-            ValueError: another rule's state, another version, another number of domains, or
-                malformed values.
+            TypeError: the state, or one of its fields, is of the wrong kind.
+            ValueError: another rule's state, another version, another number of domains, a
+                missing key, or a malformed value; the message names the field.
         """
+        self._restore_state(self._validate_state(state))
+
+    # Hooks for stateful rules -------------------------------------------------------------
+    #
+    # load_state_dict = _restore_state(_validate_state(state)): the first validates the whole
+    # state (header, progress, then the rule's _parse_state) without mutating anything, the
+    # second applies it and cannot fail. Composite rules (EndUpsample) validate and restore
+    # their parts through the same two calls, so a nested state is all or nothing too.
+
+    def _validate_state(self, state: Any) -> tuple[float, Any]:
+        """Validates a whole state (no mutation); returns what :meth:`_restore_state` applies."""
         keys = ("progress", *self._state_keys())
         checked = check_state(state, self.kind, STATE_VERSION, self.num_domains, keys)
-        progress = check_progress(checked["progress"])
-        parsed = self._parse_state(checked)
+        progress = state_progress(checked, self._state_what)
+        return progress, self._parse_state(checked)
+
+    def _restore_state(self, validated: tuple[float, Any]) -> None:
+        """Applies what :meth:`_validate_state` returned (cannot fail)."""
+        progress, parsed = validated
         self._apply_state(parsed)
         self._progress = progress
 
-    # Hooks for stateful rules -------------------------------------------------------------
+    @property
+    def _state_what(self) -> str:
+        """How error messages name this rule's state, e.g. ``"doremi state"``."""
+        return f"{self.kind} state"
 
     def _state(self) -> dict[str, Any]:
         return {}
@@ -131,7 +156,12 @@ class DomainRule(abc.ABC):
         return ()
 
     def _parse_state(self, state: Mapping[str, Any]) -> Any:
-        """Validates and converts the rule-specific part of ``state`` (no mutation)."""
+        """Validates and converts the rule-specific part of ``state`` (no mutation).
+
+        ``state`` has passed :func:`check_state`: every key of :meth:`_state_keys` is present.
+        Use the ``state_*`` helpers of ``reweight.mixing._checks`` so every error names the
+        field.
+        """
         return None
 
     def _apply_state(self, parsed: Any) -> None:
@@ -330,12 +360,15 @@ class EndUpsample(DomainRule):
         return ("base",)
 
     def _parse_state(self, state: Mapping[str, Any]) -> Any:
-        return state["base"]
+        # The base's whole state is validated here, before anything (ours or the base's)
+        # changes; errors name the nested field, e.g. "end_upsample state: 'base': ...".
+        try:
+            return self.base._validate_state(state["base"])
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{self._state_what}: 'base': {error}") from error
 
     def _apply_state(self, parsed: Any) -> None:
-        # The base validates its whole state before changing anything; the caller sets our
-        # own progress only after this returned.
-        self.base.load_state_dict(parsed)
+        self.base._restore_state(parsed)
 
     def __repr__(self) -> str:
         change = (
