@@ -2,8 +2,10 @@
 
 For each size N and domain layout it builds a sampler, allocates the dynamic factor with one
 ``update`` call, then measures draw throughput (``sample`` and the ``iter`` / Sampler-protocol
-path), update throughput (batches of 1,024 and 65,536 random items), bytes per item, and the
-per-step cost of one training step's work: 1,024 updates followed by 1,024 draws.
+path), update throughput (batches of 1,024 and 65,536 random items), bytes per item, the
+per-step cost of one training step's work: 1,024 updates followed by 1,024 draws, and the
+per-batch draw cost of the draw stream: after an update (which discards the draws not yet
+handed out), the time to hand out the next batch of 32 or 1,024 items through ``iter``.
 
 The baselines do the same dynamic work the only way they can, by re-drawing from the full weight
 vector every step: ``torch.multinomial`` (refuses N > 2^24, so it is always measured at N = 2^24
@@ -51,7 +53,8 @@ STEP_DRAWS = 1024  # draws per training step
 STEPS = 200  # steps per repeat for our sampler
 DRAW_BATCH = 65_536  # sample(DRAW_BATCH) per call
 DRAW_TOTAL = 32 * DRAW_BATCH  # 2,097,152 draws per repeat
-ITER_CHUNK = 65_536  # chunk_size of the sampler (the iter path)
+BATCH_SIZES = (32, 1024)  # batches handed out through iter() after an update
+BATCH_CALLS = 200  # batches per repeat
 ITER_TOTAL = 1 << 20  # 1,048,576 draws through iter() per repeat
 UPDATE_CALLS = {1024: 512, 65_536: 32}  # update() calls per repeat, by batch size
 VALUE_LOW, VALUE_HIGH = 0.5, 2.0  # random dynamic factors in [0.5, 2)
@@ -184,6 +187,20 @@ def time_iter(sampler: ReweightSampler) -> float:
     return ITER_TOTAL / (time.perf_counter() - start)
 
 
+def time_batches(sampler: ReweightSampler, batch: int) -> float:
+    """Mean µs to hand out one batch through iter() right after an update (a new clock
+    value discards the draws not handed out, as any change of the weights does)."""
+    stream = iter(sampler)
+    deque(itertools.islice(stream, batch), maxlen=0)
+    elapsed = 0.0
+    for _ in range(BATCH_CALLS):
+        sampler.clock = sampler.clock + 1
+        start = time.perf_counter()
+        deque(itertools.islice(stream, batch), maxlen=0)
+        elapsed += time.perf_counter() - start
+    return elapsed / BATCH_CALLS * 1e6
+
+
 def time_steps(sampler: ReweightSampler, n: int, seed: int) -> float:
     """Mean ms of one step: update(1,024 random items) then sample(1,024)."""
     batches = list(update_batches(np.random.default_rng(seed), n, STEP_UPDATES, STEPS))
@@ -198,9 +215,7 @@ def bench_sampler(n: int, k: int, layout: str, repeats: int, seed: int) -> dict[
     domains = make_domains(n, k, layout, seed)
     gc.collect()
     start = time.perf_counter()
-    sampler = ReweightSampler(
-        domains=domains, num_domains=k, infinite=True, seed=seed, chunk_size=ITER_CHUNK
-    )
+    sampler = ReweightSampler(domains=domains, num_domains=k, infinite=True, seed=seed)
     build_s = time.perf_counter() - start
     del domains
     log(f"  built in {build_s:.2f} s")
@@ -218,6 +233,8 @@ def bench_sampler(n: int, k: int, layout: str, repeats: int, seed: int) -> dict[
     log(f"  sample(): {draws / 1e6:.2f} M draws/s")
     iter_draws = repeat(lambda r: time_iter(sampler), repeats)
     log(f"  iter():   {iter_draws / 1e6:.2f} M draws/s")
+    batch_us = {b: repeat(lambda r, b=b: time_batches(sampler, b), repeats) for b in BATCH_SIZES}
+    log("  batch after an update: " + ", ".join(f"{b}: {t:.1f} µs" for b, t in batch_us.items()))
     upd_small = repeat(lambda r: time_updates(sampler, n, 1024, base + 10 + r), repeats)
     upd_large = repeat(lambda r: time_updates(sampler, n, 65_536, base + 20 + r), repeats)
     log(f"  update(): {upd_small / 1e6:.2f} M/s (1,024), {upd_large / 1e6:.2f} M/s (65,536)")
@@ -231,6 +248,7 @@ def bench_sampler(n: int, k: int, layout: str, repeats: int, seed: int) -> dict[
         "first_update_s": first_update_s,
         "draws_per_s": draws,
         "iter_draws_per_s": iter_draws,
+        **{f"batch_draw_us_{b}": t for b, t in batch_us.items()},
         "updates_per_s_1024": upd_small,
         "updates_per_s_65536": upd_large,
         "memory_bytes": memory,
@@ -296,9 +314,7 @@ def jit_warmup(seed: int) -> float:
     """Compiles the sampler's kernels on a tiny instance so build times exclude compilation."""
     start = time.perf_counter()
     for layout in ("contiguous", "interleaved"):
-        s = ReweightSampler(
-            domains=make_domains(1000, 4, layout, seed), infinite=True, chunk_size=256
-        )
+        s = ReweightSampler(domains=make_domains(1000, 4, layout, seed), infinite=True)
         s.update(np.arange(10), np.full(10, 1.5))
         s.sample(100, seed=seed)
         deque(itertools.islice(iter(s), 300), maxlen=0)
@@ -386,7 +402,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "aggregate": AGGREGATE,
             "seed": args.seed,
             "quick": args.quick,
-            "chunk_size": ITER_CHUNK,
+            "batch_sizes": list(BATCH_SIZES),
+            "batches_per_repeat": BATCH_CALLS,
             "draw_batch": DRAW_BATCH,
             "draws_per_repeat": DRAW_TOTAL,
             "iter_draws_per_repeat": ITER_TOTAL,
@@ -426,7 +443,8 @@ def print_table(report: dict[str, Any]) -> None:
     print()
     header = (
         f"{'N':>13} {'layout':<12} {'build s':>8} {'draws/s':>9} {'iter/s':>9} "
-        f"{'upd/s 1K':>9} {'upd/s 64K':>9} {'B/item':>7} {'step ms':>9} {'vs mn 2^24':>11}"
+        f"{'upd/s 1K':>9} {'upd/s 64K':>9} {'B/item':>7} {'step ms':>9} {'vs mn 2^24':>11} "
+        f"{'batch32 µs':>10} {'batch1K µs':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -436,7 +454,8 @@ def print_table(report: dict[str, Any]) -> None:
             f"{r['n']:>13,} {r['layout']:<12} {r['build_s']:>8.2f} {fmt_rate(r['draws_per_s']):>9} "
             f"{fmt_rate(r['iter_draws_per_s']):>9} {fmt_rate(r['updates_per_s_1024']):>9} "
             f"{fmt_rate(r['updates_per_s_65536']):>9} {r['bytes_per_item']:>7.2f} "
-            f"{r['step_ms']:>9.3f} {'-' if speedup is None else f'{speedup:,.0f}x':>11}"
+            f"{r['step_ms']:>9.3f} {'-' if speedup is None else f'{speedup:,.0f}x':>11} "
+            f"{r['batch_draw_us_32']:>10.1f} {r['batch_draw_us_1024']:>10.1f}"
         )
     print()
     print(f"{'baseline':<20} {'N':>13} {'steps':>6} {'step ms':>10}")

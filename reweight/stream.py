@@ -41,6 +41,7 @@ __all__ = ["DrawMatch", "DrawStream"]
 
 _MIN_BLOCK = 8  # local draws per block at first and after an update
 _MAX_GLOBAL_BLOCK = 8192  # global draws per block when nothing changes the weights
+_ENDLESS = 1 << 62  # the end of an infinite stream's iterator
 _UNTRACKED_WINDOW = 1 << 16  # records kept behind the position until training reports use
 
 DrawFn = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
@@ -58,6 +59,72 @@ class DrawMatch:
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
+
+
+class _Records:
+    """Item, draw-time q and draw step of consecutive global positions from ``start``, in
+    growable arrays (appending and forgetting the oldest cost O(new), not O(held))."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.start = start
+        self._off = 0
+        self._len = 0
+        self._items = np.empty(64, dtype=np.int64)
+        self._q = np.empty(64, dtype=np.float64)
+        self._clock = np.empty(64, dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        return self._len
+
+    @property
+    def end(self) -> int:
+        """Global position after the last record."""
+        return self.start + self._len
+
+    @property
+    def items(self) -> np.ndarray:
+        return self._items[self._off : self._off + self._len]
+
+    @property
+    def q(self) -> np.ndarray:
+        return self._q[self._off : self._off + self._len]
+
+    @property
+    def clock(self) -> np.ndarray:
+        return self._clock[self._off : self._off + self._len]
+
+    def append(self, items: np.ndarray, q: np.ndarray, clock: int) -> None:
+        n = items.size
+        if self._off + self._len + n > self._items.size:
+            capacity = max(64, _next_pow2(2 * (self._len + n)))
+            for name in ("_items", "_q", "_clock"):
+                old = getattr(self, name)
+                new = np.empty(capacity, dtype=old.dtype)
+                new[: self._len] = old[self._off : self._off + self._len]
+                setattr(self, name, new)
+            self._off = 0
+        at = self._off + self._len
+        self._items[at : at + n] = items
+        self._q[at : at + n] = q
+        self._clock[at : at + n] = clock
+        self._len += n
+
+    def truncate(self, keep: int) -> None:
+        """Keeps the first ``keep`` records."""
+        self._len = min(self._len, max(0, keep))
+
+    def drop(self, n: int) -> None:
+        """Forgets the first ``n`` records."""
+        n = min(max(0, n), self._len)
+        self._off += n
+        self._len -= n
+        self.start += n
+
+    def replace(self, start: int, items: np.ndarray, q: np.ndarray, clock: np.ndarray) -> None:
+        self.start, self._off, self._len = start, 0, 0
+        self.append(items, q, 0)
+        self._clock[: items.size] = clock
 
 
 class DrawStream:
@@ -87,20 +154,17 @@ class DrawStream:
         self._consumed = consumed.astype(np.int64)  # every rank's counter of draws trained on
         self._tracking = tracking  # whether training reports what it consumed (match/commit)
         floor = int(self._consumed.min()) if tracking else self._yielded
-        self._rec_start = self.world_size * floor  # global position of the first record
-        self._rec_items = np.empty(0, dtype=np.int64)
-        self._rec_q = np.empty(0, dtype=np.float64)
-        self._rec_clock = np.empty(0, dtype=np.int64)
+        self._records = _Records(self.world_size * floor)
         self._queue: deque[int] = deque()  # this rank's drawn items from local counter _yielded
         self._block = _MIN_BLOCK
         self._mark = self._yielded  # local counter at the last invalidation
         self._high = self._yielded  # highest local counter handed out (before a replay)
-        self._iter_end: float = float("inf")
+        self._iter_end = _ENDLESS
 
     @property
     def _drawn_end(self) -> int:
         """Global position after the last record."""
-        return self._rec_start + self._rec_items.size
+        return self._records.end
 
     @property
     def _handed_end(self) -> int:
@@ -160,18 +224,14 @@ class DrawStream:
     def _truncate(self, end: int) -> None:
         """Drops the records from global position ``end`` on, and this rank's queue."""
         self._queue.clear()
-        keep = max(0, end - self._rec_start)
-        if keep < self._rec_items.size:
-            self._rec_items = self._rec_items[:keep]
-            self._rec_q = self._rec_q[:keep]
-            self._rec_clock = self._rec_clock[:keep]
+        self._records.truncate(end - self._records.start)
 
     def _rebuild_queue(self) -> None:
         """This rank's records from its local counter on, as the queue to hand out."""
         self._queue.clear()
-        first = self.world_size * self._yielded + self.rank - self._rec_start
+        first = self.world_size * self._yielded + self.rank - self._records.start
         if first >= 0:
-            self._queue.extend(self._rec_items[first :: self.world_size].tolist())
+            self._queue.extend(self._records.items[first :: self.world_size].tolist())
 
     def _extend(self) -> None:
         """Draws the next block of global positions (every rank's)."""
@@ -181,14 +241,9 @@ class DrawStream:
         local_end = self._drawn_end // world
         limit = _MAX_GLOBAL_BLOCK // world or 1
         count = min(self._block, limit)
-        if self._iter_end != float("inf"):
-            count = max(1, min(count, int(self._iter_end) - local_end))
+        count = max(1, min(count, self._iter_end - local_end))
         items, q = self._draw(self._drawn_end, count * world)
-        self._rec_items = np.concatenate([self._rec_items, items])
-        self._rec_q = np.concatenate([self._rec_q, q])
-        self._rec_clock = np.concatenate(
-            [self._rec_clock, np.full(items.size, self.clock, dtype=np.int64)]
-        )
+        self._records.append(items, q, self.clock)
         self._queue.extend(items[self.rank :: world].tolist())
         if count == self._block:
             self._block = min(2 * self._block, limit)
@@ -199,12 +254,7 @@ class DrawStream:
         if floor is None:
             consumed = int(self._consumed.min()) if self._tracking else self._yielded
             floor = self.world_size * consumed
-        drop = min(max(0, floor - self._rec_start), self._rec_items.size)
-        if drop:
-            self._rec_items = self._rec_items[drop:]
-            self._rec_q = self._rec_q[drop:]
-            self._rec_clock = self._rec_clock[drop:]
-            self._rec_start += drop
+        self._records.drop(floor - self._records.start)
 
     # ------------------------------------------------------------------ iteration
 
@@ -220,7 +270,7 @@ class DrawStream:
         start = self._yielded
         spr = self.samples_per_rank
         if spr is None:
-            self._iter_end = float("inf")
+            self._iter_end = _ENDLESS
         else:
             self._iter_end = (start // spr + 1) * spr
         return self._items(self._generation)
@@ -264,17 +314,18 @@ class DrawStream:
             if self._handed_end - first_local < rows.size:
                 return None
             # This rank's records from its first unconsumed draw on.
-            offset = world * first_local + r - self._rec_start
+            offset = world * first_local + r - self._records.start
             if offset < 0:
                 return None
-            mine = self._rec_items[offset : world * self._handed_end - self._rec_start : world]
+            records = self._records
+            mine = records.items[offset : world * self._handed_end - records.start : world]
             want = items[rows]
             start = self._find_run(mine, want)
             if start is None:
                 return None
             picks = offset + world * (start + np.arange(rows.size))
-            q[rows] = self._rec_q[picks]
-            clock[rows] = self._rec_clock[picks]
+            q[rows] = records.q[picks]
+            clock[rows] = records.clock[picks]
             consumed[r] = first_local + start + rows.size
         return DrawMatch(q=q, clock=clock, consumed=consumed)
 
@@ -282,7 +333,7 @@ class DrawStream:
         if self._tracking:
             return int(self._consumed[r])
         # Untracked until now: everything this stream still holds may be in flight.
-        return max(0, -(-(self._rec_start - r) // self.world_size))
+        return max(0, -(-(self._records.start - r) // self.world_size))
 
     @staticmethod
     def _find_run(records: np.ndarray, want: np.ndarray) -> int | None:
@@ -310,18 +361,19 @@ class DrawStream:
         world = self.world_size
         consumed = self._consumed if self._tracking else np.full(world, self._yielded)
         yielded = max(self._handed_end, int(consumed.max()))
-        first = max(self._rec_start, world * int(consumed.min()))
+        records = self._records
+        first = max(records.start, world * int(consumed.min()))
         end = max(first, min(world * yielded, self._drawn_end))
-        rows = slice(first - self._rec_start, end - self._rec_start)
+        rows = slice(first - records.start, end - records.start)
         return {
             "world_size": world,
             "yielded": yielded,
             "consumed": torch.from_numpy(consumed.astype(np.int64).copy()),
             "tracking": self._tracking,
             "records_start": first,
-            "items": torch.from_numpy(self._rec_items[rows].copy()),
-            "q": torch.from_numpy(self._rec_q[rows].copy()),
-            "clock": torch.from_numpy(self._rec_clock[rows].copy()),
+            "items": torch.from_numpy(records.items[rows].copy()),
+            "q": torch.from_numpy(records.q[rows].copy()),
+            "clock": torch.from_numpy(records.clock[rows].copy()),
         }
 
     def parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
@@ -395,10 +447,9 @@ class DrawStream:
             )
         self._generation += 1  # iterators of the old stream stop
         self._reset(parsed["yielded"], parsed["consumed"], parsed["tracking"])
-        self._rec_start = parsed["records_start"]
-        self._rec_items = parsed["items"].copy()
-        self._rec_q = parsed["q"].copy()
-        self._rec_clock = parsed["clock"].copy()
+        self._records.replace(
+            parsed["records_start"], parsed["items"], parsed["q"], parsed["clock"]
+        )
         self._trim_records()
         self._rebuild_queue()
 
