@@ -260,6 +260,9 @@ def _result(trace: list[dict[str, Any]], rw: Reweighter, model: torch.nn.Module)
         "state": rw.state_dict(),
         "params": [p.detach().clone() for p in model.parameters()],
         "total_steps": rw.total_steps,
+        # Every batch of every rank was found among this rank's records of the one global
+        # sequence (else reduce() falls back to the current q and warns).
+        "matched_every_batch": not rw._warned_unmatched,
     }
 
 

@@ -75,6 +75,7 @@ def _check(case: dict[str, Any], result: dict[str, Any]) -> None:
     for p_a, p_c in zip(a["params"], c["params"], strict=True):
         assert torch.equal(p_a, p_c), case["name"]
     assert c["total_steps"] == a["total_steps"] == STEPS
+    assert a["matched_every_batch"] and b["matched_every_batch"] and c["matched_every_batch"]
 
 
 @pytest.mark.slow
@@ -203,3 +204,39 @@ def _run_single(out: Path, cases: list[dict[str, Any]]) -> subprocess.CompletedP
         text=True,
         timeout=600,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_three_ranks_share_one_sequence_and_resume_every_position(tmp_path: Path) -> None:
+    cases = [
+        {
+            "name": f"plain-w{w}-{source}",
+            "framework": "plain",
+            "workers": w,
+            "length": "given",
+            "source": source,
+            "stop": stop,
+        }
+        for w, source, stop in ((0, "all", 3), (2, "dynamic-both", 7), (0, "mixing-hybrid", 5))
+    ]
+    cases.append(
+        {
+            "name": "lightning-w0-all",
+            "framework": "lightning",
+            "workers": 0,
+            "length": "max_steps",
+            "source": "all",
+            "stop": 7,
+        }
+    )
+    ranks = _run_ranks(cases, tmp_path, world=3)
+    for case in cases:
+        for rank in ranks:
+            _check(case, rank[case["name"]])
+        states = [r[case["name"]]["c"]["state"] for r in ranks]
+        assert not state_differences(states[0], states[1])
+        assert not state_differences(states[0], states[2])
+        # The checkpoint (written by rank 0) held all three ranks' positions.
+        consumed = states[0]["sampler"]["stream"]["consumed"].tolist()
+        assert len(consumed) == 3 and len(set(consumed)) == 1
