@@ -34,6 +34,7 @@ _MIXING_MODES = ("sample", "weight", "hybrid")
 _DYNAMIC_MODES = ("weight", "sample", "both")
 _NONFINITE = ("mask", "raise")
 _STATE_VERSION = 3  # 3: run length, target mass, the draw stream's records
+_MAX_STEP = 2**31 - 1  # the loss table stores steps as int32
 _STATE_KEYS = (
     "fingerprint",
     "global_step",
@@ -236,6 +237,15 @@ def _describe(value: Any) -> Any:
     if isinstance(value, (int, float, str)) or value is None:
         return value
     return type(value).__name__
+
+
+def _draw_steps(sampler_state: Any) -> np.ndarray | None:
+    """The draw steps of a sampler state's draws in flight (None when absent: the sampler's own
+    validation names the problem)."""
+    try:
+        return np.asarray(torch.as_tensor(sampler_state["stream"]["clock"]).cpu().numpy())
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
 
 
 def _valid_total_steps(value: Any) -> int:
@@ -1041,8 +1051,28 @@ class Reweighter:
             raise ValueError(
                 f"Reweighter state: 'realised' shares {realised.tolist()} must lie in [0, 1]."
             )
+        global_step = integer("global_step", 0)
+        assert global_step is not None
+        if global_step > _MAX_STEP:
+            raise ValueError(
+                f"Reweighter state: 'global_step' {global_step} is beyond {_MAX_STEP} (steps are "
+                "stored as int32); the state is corrupt."
+            )
+        clock = _draw_steps(state["sampler"])
+        if clock is not None and clock.size and int(clock.max()) > global_step:
+            raise ValueError(
+                f"Reweighter state: draws in flight were made at step {int(clock.max())}, after "
+                f"'global_step' {global_step}; the state is corrupt."
+            )
+        table = state["table"]
+        table_step = table.get("step") if isinstance(table, Mapping) else None
+        if isinstance(table_step, (int, np.integer)) and table_step > global_step:
+            raise ValueError(
+                f"Reweighter state: the loss table was updated at step {int(table_step)}, after "
+                f"'global_step' {global_step}; the state is corrupt."
+            )
         return {
-            "global_step": integer("global_step", 0),
+            "global_step": global_step,
             "total_steps": integer("total_steps", 1, optional=True),
             "masked_total": integer("masked_total", 0),
             "realised": realised,

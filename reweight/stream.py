@@ -474,6 +474,10 @@ def _array_field(state: Mapping[str, Any], key: str, dtype: type) -> np.ndarray:
             f"draw stream state: {key!r} must be a 1-D tensor, got {type(value).__name__}"
             f"{'' if not isinstance(value, np.ndarray) else f' of shape {value.shape}'}."
         )
-    if dtype is np.int64 and not np.issubdtype(value.dtype, np.integer):
-        raise ValueError(f"draw stream state: {key!r} must hold integers, got {value.dtype}.")
+    kinds = "iu" if dtype is np.int64 else "iuf"
+    if value.dtype.kind not in kinds:
+        raise ValueError(
+            f"draw stream state: {key!r} must hold {'integers' if kinds == 'iu' else 'reals'}, "
+            f"got {value.dtype}."
+        )
     return np.ascontiguousarray(value, dtype=dtype)
