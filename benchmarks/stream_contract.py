@@ -208,19 +208,27 @@ def main() -> None:
         for current in (False, True) if args.current_q else (False,):
             results.append(unbiasedness_experiment(workers, args.is_steps, args.batch, current))
 
-    print(f"{'lag':<14} {'workers':>7} {'prefetch':>8} {'share0 before':>13} "
-          f"{'share0 after':>12} {'max age':>7}")
+    print(
+        f"{'lag':<14} {'workers':>7} {'prefetch':>8} {'share0 before':>13} "
+        f"{'share0 after':>12} {'max age':>7}"
+    )
     for r in results:
         if r["experiment"] == "lag":
-            print(f"{'':<14} {r['num_workers']:>7} {r['loader_prefetch_batches']:>8} "
-                  f"{r['share0_before']:>13.3f} {r['share0_after']:>12.3f} "
-                  f"{r['max_draw_age_steps']:>7.0f}")
-    print(f"{'unbiasedness':<14} {'workers':>7} {'q':>9} {'estimate':>9} {'stderr':>7} "
-          f"{'z':>6} {'mean w':>7}   (target 0.5)")
+            print(
+                f"{'':<14} {r['num_workers']:>7} {r['loader_prefetch_batches']:>8} "
+                f"{r['share0_before']:>13.3f} {r['share0_after']:>12.3f} "
+                f"{r['max_draw_age_steps']:>7.0f}"
+            )
+    print(
+        f"{'unbiasedness':<14} {'workers':>7} {'q':>9} {'estimate':>9} {'stderr':>7} "
+        f"{'z':>6} {'mean w':>7}   (target 0.5)"
+    )
     for r in results:
         if r["experiment"] == "unbiasedness":
-            print(f"{'':<14} {r['num_workers']:>7} {r['q']:>9} {r['estimate']:>9.3f} "
-                  f"{r['stderr']:>7.3f} {r['z']:>6.1f} {r['mean_weight']:>7.3f}")
+            print(
+                f"{'':<14} {r['num_workers']:>7} {r['q']:>9} {r['estimate']:>9.3f} "
+                f"{r['stderr']:>7.3f} {r['z']:>6.1f} {r['mean_weight']:>7.3f}"
+            )
     print(json.dumps(results))
 
 

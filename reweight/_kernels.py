@@ -776,9 +776,7 @@ def stream_key(seed: np.uint64) -> np.uint64:
 
 
 @njit(cache=True)
-def position_uniforms(
-    key: np.uint64, first: int, u_domain: np.ndarray, u_item: np.ndarray
-) -> None:
+def position_uniforms(key: np.uint64, first: int, u_domain: np.ndarray, u_item: np.ndarray) -> None:
     """The two uniforms in [0, 1) of draw positions ``first, first + 1, ...``: SplitMix64
     outputs at counters 2p and 2p + 1 of the stream ``key`` — a pure function of (key,
     position), whatever batches the positions are generated in."""

@@ -986,15 +986,14 @@ class Reweighter:
             self._load_parts(snapshot, self._parse_own_state(snapshot))
             raise
         saved_total = own["total_steps"]
-        if saved_total is not None and self.total_steps is not None:
-            if saved_total != self.total_steps:
-                warnings.warn(
-                    f"the checkpoint's run length is {saved_total} optimizer steps but this "
-                    f"Reweighter was built with total_steps={self.total_steps}; keeping "
-                    f"{self.total_steps} (schedules read progress as step / {self.total_steps}).",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+        if saved_total is not None and self.total_steps not in (None, saved_total):
+            warnings.warn(
+                f"the checkpoint's run length is {saved_total} optimizer steps but this "
+                f"Reweighter was built with total_steps={self.total_steps}; keeping "
+                f"{self.total_steps} (schedules read progress as step / {self.total_steps}).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _parse_own_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """The engine's own fields of a state, validated (the parts validate theirs)."""

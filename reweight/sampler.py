@@ -922,8 +922,10 @@ class ReweightSampler(DistributedSampler):
             )
         missing = [
             key
-            for key in ("fingerprint", "seed", "num_samples", "infinite", "stream")
-            + ("domain_probs", "static", "dynamic")
+            for key in (
+                *("fingerprint", "seed", "num_samples", "infinite", "stream"),
+                *("domain_probs", "static", "dynamic"),
+            )
             if key not in state
         ]
         if missing:
@@ -948,7 +950,7 @@ class ReweightSampler(DistributedSampler):
                 "restore it into a sampler built with the same data and settings."
             )
         n_positions = self._factors.shape[0] * self.block_size
-        factors = {}
+        factors: dict[str, np.ndarray | None] = {}
         for name in ("static", "dynamic"):
             value = state[name]
             if value is None and name == "dynamic":
@@ -971,20 +973,21 @@ class ReweightSampler(DistributedSampler):
                     "state is corrupt (nothing was changed)."
                 )
             factors[name] = array.copy()
+        static = factors["static"]
+        if static is None:  # pragma: no cover - rejected in the loop above
+            raise ValueError("sampler state: 'static' factor is missing.")
         padding = np.ones(n_positions, dtype=bool)
         for d in range(self.num_domains):
             first = int(self._position_offsets[d])
             padding[first : first + int(self._counts[d])] = False
-        if np.any(factors["static"][padding] != 0):
+        if np.any(static[padding] != 0):
             raise ValueError(
-                "sampler state: 'static' factor is non-zero on padding slots; the state is "
-                "corrupt."
+                "sampler state: 'static' factor is non-zero on padding slots; the state is corrupt."
             )
         probs_value = state["domain_probs"]
         if not isinstance(probs_value, (torch.Tensor, np.ndarray)):
             raise ValueError(
-                f"sampler state: 'domain_probs' must be a tensor, got "
-                f"{type(probs_value).__name__}."
+                f"sampler state: 'domain_probs' must be a tensor, got {type(probs_value).__name__}."
             )
         probs = np.asarray(torch.as_tensor(probs_value).cpu().numpy(), dtype=np.float64)
         if probs.shape != (self.num_domains,):
@@ -997,7 +1000,7 @@ class ReweightSampler(DistributedSampler):
                 f"sampler state: 'domain_probs' {probs.tolist()} must be finite, >= 0 and sum "
                 "to 1; the state is corrupt."
             )
-        weights = factors["static"].astype(np.float64)
+        weights = static.astype(np.float64)
         if factors["dynamic"] is not None:
             weights = weights * factors["dynamic"]
         has_mass = np.add.reduceat(weights, self._position_offsets[:-1]) > 0

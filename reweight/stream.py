@@ -382,7 +382,9 @@ class DrawStream:
         fields = ("world_size", "yielded", "consumed", "tracking", "records_start", "items")
         for key in (*fields, "q", "clock"):
             if key not in state:
-                raise ValueError(f"draw stream state: missing field {key!r}; the state is truncated.")
+                raise ValueError(
+                    f"draw stream state: missing field {key!r}; the state is truncated."
+                )
         world = _int_field(state, "world_size", low=1)
         yielded = _int_field(state, "yielded", low=0)
         start = _int_field(state, "records_start", low=0)

@@ -34,9 +34,8 @@ def state_differences(a: Any, b: Any, path: str = "state") -> list[str]:
     if isinstance(a, Sequence) and isinstance(b, Sequence) and not isinstance(a, str):
         if len(a) != len(b):
             return [f"{path}: lengths {len(a)} vs {len(b)}"]
-        return [
-            d for i, (x, y) in enumerate(zip(a, b)) for d in state_differences(x, y, f"{path}[{i}]")
-        ]
+        pairs = enumerate(zip(a, b, strict=True))
+        return [d for i, (x, y) in pairs for d in state_differences(x, y, f"{path}[{i}]")]
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return []
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"]

@@ -51,9 +51,9 @@ STATE = _trained().state_dict()
 
 def _leaves(state: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     if isinstance(state, Mapping):
-        out = [path + (key,) for key in state]
+        out = [(*path, key) for key in state]
         for key, value in state.items():
-            out += _leaves(value, path + (key,))
+            out += _leaves(value, (*path, key))
         return out
     return []
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from reweight import DomainMixing, DynamicWeights, Reweighter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import stream_contract  # noqa: E402
+import stream_contract
 
 
 @pytest.mark.slow
@@ -40,7 +40,9 @@ def test_importance_correction_uses_the_draw_time_q(num_workers: int) -> None:
     assert abs(right["z"]) < 4, right
     assert right["mean_weight"] == pytest.approx(1.0, abs=0.1)
     # The same run dividing by the q in force at the loss (the old behaviour) is far off.
-    wrong = stream_contract.unbiasedness_experiment(num_workers, steps=150, batch=64, current_q=True)
+    wrong = stream_contract.unbiasedness_experiment(
+        num_workers, steps=150, batch=64, current_q=True
+    )
     assert wrong["z"] > 10, wrong
 
 
