@@ -450,6 +450,7 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
                 "grad": loss.grad,
                 "probs": rw.sampler.domain_probs,
                 "q": rw.sampler.probabilities(np.arange(N)),
+                "metrics": rw.metrics(),
             },
             Path(out_dir) / f"rank{rank}.pt",
         )
@@ -477,6 +478,10 @@ def test_two_ranks_compute_the_weights_of_one_process(tmp_path: Path) -> None:
         np.testing.assert_allclose(res["weights"], single.last_loss_weights, rtol=1e-12)
         np.testing.assert_allclose(res["probs"], single.sampler.domain_probs, rtol=1e-12)
         np.testing.assert_allclose(res["q"], single.sampler.probabilities(np.arange(N)), rtol=1e-6)
+        # Realised shares are the global batch's (all ranks), not the rank's own.
+        for name in NAMES:
+            key = f"domain/{name}/realised"
+            assert res["metrics"][key] == pytest.approx(single.metrics()[key], abs=1e-12)
     # DDP averages gradients over ranks: the mean of the ranks' gradients is the one-process one.
     assert loss.grad is not None
     grads = torch.cat([ranks[0]["grad"], ranks[1]["grad"]]) / 2
