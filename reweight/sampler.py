@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from reweight import _kernels, distributed
-from reweight.stream import DrawMatch, DrawStream
+from reweight.stream import DrawMatch, DrawStream, state_array, state_scalar
 
 __all__ = ["ReweightSampler"]
 
@@ -913,7 +913,7 @@ class ReweightSampler(DistributedSampler):
     def _parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(state, Mapping) or "version" not in state:
             raise ValueError("not a ReweightSampler state (no 'version' key).")
-        if state["version"] != _STATE_VERSION:
+        if state_scalar("sampler state", "version", state["version"]) != _STATE_VERSION:
             raise ValueError(
                 f"sampler state version {state['version']!r} is not supported (this version "
                 f"reads {_STATE_VERSION}); states of versions 1 and 2 come from the chunked "
@@ -933,14 +933,15 @@ class ReweightSampler(DistributedSampler):
         saved_fingerprint = state["fingerprint"]
         if not isinstance(saved_fingerprint, Mapping):
             raise ValueError("sampler state: 'fingerprint' must be a mapping.")
-        mismatched = {
-            key: (saved_fingerprint.get(key), value)
-            for key, value in self.fingerprint().items()
-            if saved_fingerprint.get(key) != value
-        }
+        mismatched = {}
+        for key, value in self.fingerprint().items():
+            saved = state_scalar("sampler state fingerprint", key, saved_fingerprint.get(key))
+            if saved != value:
+                mismatched[key] = (saved, value)
         for key in ("seed", "num_samples", "infinite"):
-            if state[key] != getattr(self, key):
-                mismatched[key] = (state[key], getattr(self, key))
+            saved = state_scalar("sampler state", key, state[key])
+            if saved != getattr(self, key) or type(saved) is not type(getattr(self, key)):
+                mismatched[key] = (saved, getattr(self, key))
         if mismatched:
             details = ", ".join(
                 f"{k}: saved {s!r} vs now {n!r}" for k, (s, n) in mismatched.items()
@@ -956,11 +957,7 @@ class ReweightSampler(DistributedSampler):
             if value is None and name == "dynamic":
                 factors[name] = None
                 continue
-            if not isinstance(value, (torch.Tensor, np.ndarray)):
-                raise ValueError(
-                    f"sampler state: {name!r} factor must be a tensor, got {type(value).__name__}."
-                )
-            array = torch.as_tensor(value).detach().cpu().numpy()
+            array = state_array("sampler state", name, value)
             if array.shape != (n_positions,) or array.dtype != np.float32:
                 raise ValueError(
                     f"sampler state: {name!r} factor has shape {tuple(array.shape)} and dtype "
@@ -984,12 +981,8 @@ class ReweightSampler(DistributedSampler):
             raise ValueError(
                 "sampler state: 'static' factor is non-zero on padding slots; the state is corrupt."
             )
-        probs_value = state["domain_probs"]
-        if not isinstance(probs_value, (torch.Tensor, np.ndarray)):
-            raise ValueError(
-                f"sampler state: 'domain_probs' must be a tensor, got {type(probs_value).__name__}."
-            )
-        probs = np.asarray(torch.as_tensor(probs_value).cpu().numpy(), dtype=np.float64)
+        probs = state_array("sampler state", "domain_probs", state["domain_probs"])
+        probs = probs.astype(np.float64)
         if probs.shape != (self.num_domains,):
             raise ValueError(
                 f"sampler state: 'domain_probs' has shape {probs.shape}, expected "

@@ -467,11 +467,40 @@ def _int_field(state: Mapping[str, Any], key: str, low: int) -> int:
     return int(value)
 
 
-def _array_field(state: Mapping[str, Any], key: str, dtype: type) -> np.ndarray:
-    value = state[key]
+def state_array(what: str, key: str, value: Any) -> np.ndarray:
+    """A state field holding a tensor or array, as a numpy array of real numbers or bools;
+    anything else raises ValueError naming ``what`` and ``key``."""
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if not isinstance(value, np.ndarray) or value.ndim != 1:
+        try:
+            value = value.detach().cpu().numpy()
+        except (TypeError, RuntimeError) as error:
+            raise ValueError(
+                f"{what}: {key!r} is a {value.dtype} tensor, which this state never holds "
+                f"({error}); the state is corrupt or was cast by another tool."
+            ) from None
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{what}: {key!r} must be a tensor, got {type(value).__name__}.")
+    if value.dtype.kind not in "biuf":
+        raise ValueError(f"{what}: {key!r} must hold real numbers, got dtype {value.dtype}.")
+    return value
+
+
+def state_scalar(what: str, key: str, value: Any) -> Any:
+    """A state field holding one plain value (int, float, bool, str or None); a tensor, an
+    array or a container raises ValueError naming ``what`` and ``key``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(
+        f"{what}: {key!r} must be a single plain value, got {type(value).__name__}; the state "
+        "is corrupt."
+    )
+
+
+def _array_field(state: Mapping[str, Any], key: str, dtype: type) -> np.ndarray:
+    value = state_array("draw stream state", key, state[key])
+    if value.ndim != 1:
         raise ValueError(
             f"draw stream state: {key!r} must be a 1-D tensor, got {type(value).__name__}"
             f"{'' if not isinstance(value, np.ndarray) else f' of shape {value.shape}'}."

@@ -7,6 +7,7 @@ test set, so they do not depend on the sum tree, the block layout or the kernels
 
 from __future__ import annotations
 
+import copy
 import doctest
 import itertools
 import math
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -399,77 +401,167 @@ def test_large_light_domain_after_heavy_domains_draws_exactly(kind: str, block_s
     assert chisquare(counts, expected).pvalue > 1e-3
 
 
-# ---------------------------------------------------------------- 3. update lag
+# ---------------------------------------------------------------- 3. the draw stream: no lag
 
 
-def _stale_count(rank: int, world: int, consumed_local: int, chunk: int) -> int:
-    """This rank's draws still coming from the chunk generated before an update."""
-    last = rank + (consumed_local - 1) * world  # last yielded global position
-    generated_end = (last // chunk + 1) * chunk
-    nxt = last + world
-    return len(range(nxt, generated_end, world))
+class _Reader:
+    """Reads a sampler like a training loop does: a new iterator whenever the last one ends
+    (a new epoch)."""
+
+    def __init__(self, sampler: ReweightSampler) -> None:
+        self.sampler = sampler
+        self.it = iter(sampler)
+
+    def take(self, n: int) -> list[int]:
+        out: list[int] = []
+        fresh = False
+        while len(out) < n:
+            try:
+                out.append(next(self.it))
+                fresh = False
+            except StopIteration:
+                assert not fresh, "a new iterator ended before yielding anything"
+                self.it = iter(self.sampler)
+                fresh = True
+        return out
 
 
-@pytest.mark.parametrize(("world", "rank"), [(1, 0), (2, 1), (3, 2), (3, 0)])
-def test_zeroed_item_disappears_within_update_lag(world: int, rank: int) -> None:
-    n_items, chunk, consumed = 50, 64, 37
-    kwargs: dict[str, Any] = dict(
-        chunk_size=chunk, num_samples=30_000, seed=3, rank=rank, world_size=world
-    )
-    sampler = ReweightSampler(n_items, **kwargs)
-    twin = ReweightSampler(n_items, **kwargs)
+def _reference_items(
+    ref: ReweightSampler, first_local: int, count: int, rank: int, world: int
+) -> tuple[list[int], np.ndarray]:
+    """Items and q of rank ``rank``'s local draws ``first_local ..`` (global positions
+    ``world·j + rank``), each position drawn alone from the reference's current weights."""
+    draws = [
+        ref._draw_positions(world * j + rank, 1) for j in range(first_local, first_local + count)
+    ]
+    items = [int(item[0]) for item, _ in draws]
+    return items, np.array([q[0] for _, q in draws])
+
+
+_WORLD_RANKS = [(1, 0), (2, 1), (3, 2), (3, 0)]
+
+
+def _lag_sampler(world: int, rank: int, **kw: Any) -> ReweightSampler:
+    base: dict[str, Any] = dict(num_samples=60_000, seed=3, rank=rank, world_size=world)
+    base.update(kw)
+    return ReweightSampler(50, **base)
+
+
+@pytest.mark.parametrize(("world", "rank"), _WORLD_RANKS)
+def test_zeroed_item_never_appears_from_the_next_draw_on(world: int, rank: int) -> None:
+    sampler = _lag_sampler(world, rank)
+    twin = _lag_sampler(world, rank)
     for s in (sampler, twin):
-        s.update([7], [20.0])  # item 7 is frequent (q ≈ 0.29)
-    assert sampler.update_lag == math.ceil(chunk / world)
-    assert sampler.stats()["update_lag"] == sampler.update_lag
+        s.update([7], [20.0])  # item 7 is frequent: q = 20 / 69
     it, twin_it = iter(sampler), iter(twin)
-    first = [next(it) for _ in range(consumed)]
-    assert first == [next(twin_it) for _ in range(consumed)]
-    assert 7 in first
+    head = [next(it) for _ in range(37)]
+    assert head == [next(twin_it) for _ in range(37)]
+    assert 7 in head
     sampler.update([7], [0.0])
-    rest = list(it)
-    twin_rest = list(twin_it)
-    assert len(first) + len(rest) == len(sampler)
-    # draws after the lag never show the zeroed item
-    assert 7 not in rest[sampler.update_lag :]
-    # precisely: the draws already generated keep the old weights, then the new ones apply
-    stale = _stale_count(rank, world, consumed, chunk)
-    assert stale <= sampler.update_lag
-    assert rest[:stale] == twin_rest[:stale]
-    assert 7 not in rest[stale:]
-    assert 7 in twin_rest[stale:]
+    assert 7 not in [next(it) for _ in range(10_000)]
+    # without the update the twin keeps drawing item 7 at its rate (≈ 2,900 in 10,000)
+    assert [next(twin_it) for _ in range(10_000)].count(7) > 2_000
 
 
-@pytest.mark.parametrize(("world", "rank"), [(1, 0), (2, 0), (4, 3)])
-def test_boosted_item_dominates_within_update_lag(world: int, rank: int) -> None:
-    n_items, chunk = 50, 100
-    sampler = ReweightSampler(
-        n_items, chunk_size=chunk, num_samples=20_000, seed=4, rank=rank, world_size=world
-    )
+@pytest.mark.parametrize(("world", "rank"), [(1, 0), (2, 0), (3, 1), (4, 3)])
+def test_boosted_item_dominates_from_the_next_draw_on(world: int, rank: int) -> None:
+    sampler = _lag_sampler(world, rank, seed=4)
     it = iter(sampler)
     before = [next(it) for _ in range(53)]
     assert before.count(11) < 10
     sampler.update([11], [1e6])  # q(11) = 1e6 / (1e6 + 49)
-    lag = sampler.update_lag
-    after = [next(it) for _ in range(lag + 2000)][lag:]
+    after = [next(it) for _ in range(2_000)]
+    assert after[:20] == [11] * 20
     assert np.mean(np.array(after) == 11) > 0.99
 
 
-def test_update_lag_property() -> None:
-    assert ReweightSampler(10, chunk_size=100).update_lag == 100
-    assert ReweightSampler(10, chunk_size=100, rank=0, world_size=3).update_lag == 34
-    assert ReweightSampler(10, chunk_size=1).update_lag == 1
-    sampler = ReweightSampler(10, chunk_size=10)
-    sampler.set_distributed(1, 4)
-    assert sampler.update_lag == 3
+_EVEN = np.arange(0, 20, 2)  # ten items of domain 0 (the even items)
+
+_WEIGHT_CHANGES: dict[str, tuple[Any, np.ndarray]] = {
+    "update": (lambda s: s.update(_EVEN, np.zeros(_EVEN.size)), _EVEN),
+    "set_static_items": (lambda s: s.set_static(np.zeros(_EVEN.size), items=_EVEN), _EVEN),
+    "set_static": (lambda s: s.set_static(np.where(np.isin(np.arange(50), _EVEN), 0, 1)), _EVEN),
+    "set_dynamic": (
+        lambda s: s.set_dynamic(np.where(np.isin(np.arange(50), _EVEN), 0.0, 2.0)),
+        _EVEN,
+    ),
+    "set_domain_probs": (lambda s: s.set_domain_probs([0.0, 1.0]), np.arange(0, 50, 2)),
+}
 
 
-def test_chunk_size_one_sees_updates_immediately() -> None:
-    sampler = ReweightSampler(10, chunk_size=1, num_samples=1000)
+@pytest.mark.parametrize("change", sorted(_WEIGHT_CHANGES))
+@pytest.mark.parametrize(("world", "rank"), [(1, 0), (2, 1), (3, 2)])
+def test_every_kind_of_weight_change_reaches_the_next_draw(
+    change: str, world: int, rank: int
+) -> None:
+    apply, forbidden = _WEIGHT_CHANGES[change]
+    sampler = ReweightSampler(
+        domains=np.arange(50) % 2, num_samples=50_000, seed=5, rank=rank, world_size=world
+    )
     it = iter(sampler)
-    [next(it) for _ in range(5)]
-    sampler.update(np.arange(9), np.zeros(9))
-    assert set(itertools.islice(it, 100)) == {9}
+    head = [next(it) for _ in range(40)]
+    assert np.isin(head, forbidden).any()
+    apply(sampler)
+    assert np.all(sampler.probabilities(forbidden) == 0)
+    assert not np.isin([next(it) for _ in range(10_000)], forbidden).any()
+
+
+def _random_change(seed: int, n: int, k: int) -> Any:
+    """One random weight change (it zeroes one item at most, so some mass always remains)."""
+    rng = np.random.default_rng(seed)
+    kind = seed % 5
+    if kind == 0:
+        items, values = rng.integers(0, n, 6), rng.uniform(0.0, 4.0, 6)
+        values[0] = 0.0
+        return lambda s: s.update(items, values)
+    if kind == 1:
+        items, values = rng.integers(0, n, 6), rng.uniform(0.1, 4.0, 6)
+        return lambda s: s.set_static(values, items=items)
+    if kind == 2:
+        dynamic = rng.uniform(0.1, 4.0, n)
+        return lambda s: s.set_dynamic(dynamic)
+    if kind == 3:
+        static = rng.uniform(0.1, 4.0, n)
+        return lambda s: s.set_static(static)
+    probs = rng.uniform(0.1, 1.0, k)
+    return lambda s: s.set_domain_probs(probs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    world=st.integers(1, 3),
+    samples_per_rank=st.integers(5, 60),
+    schedule=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 2**32 - 1)), min_size=1, max_size=10
+    ),
+    tail=st.integers(1, 40),
+)
+def test_draws_come_from_the_weights_in_force_with_no_lag(
+    world: int, samples_per_rank: int, schedule: list[tuple[int, int]], tail: int
+) -> None:
+    """Every rank's local draw j is global position world·j + rank drawn from the weights in
+    force when it is handed out: a reference that draws each position from the same weights,
+    after the same changes at the same points, gives the same items (epochs crossed)."""
+    dom = layout("interleaved", 60, 3, seed=70)
+    kw: dict[str, Any] = dict(domains=dom, domain_probs=[0.2, 0.3, 0.5], seed=21)
+    ref = ReweightSampler(**kw)
+    ranks = [
+        ReweightSampler(num_samples=samples_per_rank * world, rank=r, world_size=world, **kw)
+        for r in range(world)
+    ]
+    readers = [_Reader(s) for s in ranks]
+    counter = 0
+    for gap, change_seed in [*schedule, (tail, None)]:
+        for r, reader in enumerate(readers):
+            expected, _ = _reference_items(ref, counter, gap, r, world)
+            assert reader.take(gap) == expected
+        counter += gap
+        if change_seed is not None:
+            change = _random_change(change_seed, 60, 3)
+            for s in [ref, *ranks]:
+                change(s)
+    assert all(s.draws_yielded == counter for s in ranks)
+    assert all(s.epoch == counter // samples_per_rank for s in ranks)
 
 
 # ---------------------------------------------------------------- 4. determinism
@@ -483,7 +575,6 @@ def _make(seed: int, **kw: Any) -> ReweightSampler:
         domain_probs=[0.2, 0.5, 0.3],
         static_factor=a,
         seed=seed,
-        chunk_size=128,
         num_samples=2000,
         **kw,
     )
@@ -493,19 +584,39 @@ def test_same_seed_same_stream_different_seed_different_stream() -> None:
     s1, s2, s3 = _make(5), _make(5), _make(6)
     a, b, c = list(s1), list(s2), list(s3)
     assert a == b
-    assert a != c
     assert len(a) == 2000
+    assert np.mean(np.array(a) != np.array(c)) > 0.9
     # also with identical update sequences mid-stream
-    s1, s2 = _make(5), _make(5)
-    i1, i2 = iter(s1), iter(s2)
-    out1, out2 = [], []
+    s1, s2, s3 = _make(5), _make(5), _make(6)
+    i1, i2, i3 = iter(s1), iter(s2), iter(s3)
+    out1, out2, out3 = [], [], []
     for step in range(10):
         out1 += [next(i1) for _ in range(77)]
         out2 += [next(i2) for _ in range(77)]
+        out3 += [next(i3) for _ in range(77)]
         items = np.arange(step * 20, step * 20 + 20)
-        s1.update(items, np.full(20, 0.1 * step))
-        s2.update(items, np.full(20, 0.1 * step))
+        for s in (s1, s2, s3):
+            s.update(items, np.full(20, 0.1 * step))
     assert out1 == out2
+    assert out1 != out3
+
+
+def test_stream_depends_on_the_weights_not_on_how_they_were_reached() -> None:
+    """The item at a position is a function of (seed, position, weights in force): after a
+    detour through other weights and back, the stream is the plain one again."""
+    plain, detour = _make(7, infinite=True), _make(7, infinite=True)
+    it = iter(detour)
+    head = [next(it) for _ in range(100)]
+    detour.update([5, 6], [9.0, 0.0])
+    detour.set_domain_probs([0.6, 0.2, 0.2])
+    middle = [next(it) for _ in range(50)]
+    detour.update([5, 6], [1.0, 1.0])  # back to the original weights
+    detour.set_domain_probs([0.2, 0.5, 0.3])
+    tail = [next(it) for _ in range(100)]
+    expected = take(plain, 250)
+    assert head == expected[:100]
+    assert middle != expected[100:150]
+    assert tail == expected[150:]
 
 
 def test_sample_is_deterministic_and_leaves_the_stream_alone() -> None:
@@ -530,19 +641,273 @@ def test_stream_does_not_use_global_rng() -> None:
     assert a == b
 
 
-# ---------------------------------------------------------------- 5. state round trip
+# ---------------------------------------------------------------- 5. draw records, replay
+
+
+def _commit_global(
+    ranks: list[ReweightSampler], handed: list[list[int]], start: int, size: int
+) -> Any:
+    """Every rank matches and commits the global batch of local draws ``start .. start+size``
+    of every rank (rank-major); returns rank 0's match."""
+    batch = np.concatenate([np.asarray(h[start : start + size], dtype=np.int64) for h in handed])
+    rank_ids = np.repeat(np.arange(len(ranks)), size)
+    matches = [s.match_draws(batch, rank_ids) for s in ranks]
+    for s, match in zip(ranks, matches, strict=True):
+        assert match is not None
+        s.commit_draws(match)
+    return matches[0]
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_match_draws_gives_the_q_at_draw_time_and_commit_advances(world: int) -> None:
+    dom = layout("interleaved", 80, 4, seed=71)
+    a = np.random.default_rng(72).uniform(0.1, 3.0, 80)
+    ranks = [
+        ReweightSampler(
+            domains=dom, static_factor=a, seed=22, num_samples=10_000, rank=r, world_size=world
+        )
+        for r in range(world)
+    ]
+    its = [iter(s) for s in ranks]
+    rng = np.random.default_rng(0)
+    drawn: list[list[int]] = [[] for _ in range(world)]
+    q_then: list[list[float]] = [[] for _ in range(world)]
+    clock_then: list[list[int]] = [[] for _ in range(world)]
+    for step in range(6):
+        for s in ranks:
+            s.clock = 100 + step
+        for r, (s, it) in enumerate(zip(ranks, its, strict=True)):
+            for _ in range(5):
+                item = next(it)
+                drawn[r].append(item)
+                q_then[r].append(float(s.probabilities([item])[0]))
+                clock_then[r].append(100 + step)
+        if step % 2:  # the clock also moves alone: draws are stamped when handed out
+            items, values = rng.choice(80, 20, replace=False), rng.uniform(0.0, 5.0, 20)
+            for s in ranks:
+                s.update(items, values)
+    assert all(s.draws_yielded == 30 and s.draws_in_flight == 0 for s in ranks)
+    consumed = 0
+    for size in (7, 11, 12):
+        batch = np.concatenate([drawn[r][consumed : consumed + size] for r in range(world)])
+        rank_ids = np.repeat(np.arange(world), size)
+        expected_q = np.concatenate([q_then[r][consumed : consumed + size] for r in range(world)])
+        expected_clock = np.concatenate(
+            [clock_then[r][consumed : consumed + size] for r in range(world)]
+        )
+        # the weights moved since: the q now differs from the q at draw time
+        assert not np.allclose(ranks[0].probabilities(batch), expected_q)
+        for s in ranks:
+            match = s.match_draws(batch, rank_ids)
+            assert match is not None
+            again = s.match_draws(batch, rank_ids)  # a pure read
+            assert again is not None and np.array_equal(again.q, match.q)
+            np.testing.assert_allclose(match.q, expected_q, rtol=1e-12)
+            assert match.clock.tolist() == expected_clock.tolist()
+            assert match.consumed.tolist() == [consumed + size] * world
+            assert s.draws_consumed == (30 if consumed == 0 else consumed)  # untracked: handed
+            s.commit_draws(match)
+            assert s.draws_consumed == consumed + size
+            assert s.draws_yielded == 30
+            assert s.draws_in_flight == world * (30 - consumed - size)
+        consumed += size
+    assert consumed == 30
+
+
+def test_match_draws_rejects_batches_not_from_the_stream() -> None:
+    sampler = ReweightSampler(40, num_samples=100, seed=8)
+    it = iter(sampler)
+    handed = [next(it) for _ in range(10)]
+    wrong = [(i + 1) % 40 for i in handed[:4]]
+    assert sampler.match_draws(wrong, [0] * 4) is None
+    assert sampler.match_draws(handed[:4], [1] * 4) is None  # rank outside the world
+    assert sampler.match_draws([*handed, handed[0]], [0] * 11) is None  # more than handed out
+    assert sampler.match_draws([], []) is None
+    with pytest.raises(ValueError, match="ranks"):
+        sampler.match_draws(handed[:3], [0, 0])
+    assert (sampler.draws_yielded, sampler.draws_consumed, sampler.draws_in_flight) == (10, 10, 0)
+    match = sampler.match_draws(handed[:4], [0] * 4)
+    assert match is not None
+    sampler.commit_draws(match)
+    assert (sampler.draws_yielded, sampler.draws_consumed, sampler.draws_in_flight) == (10, 4, 6)
+
+
+def test_new_iterator_replays_the_draws_not_committed() -> None:
+    kw: dict[str, Any] = dict(num_samples=1000, seed=6)
+    sampler, twin = ReweightSampler(40, **kw), ReweightSampler(40, **kw)
+    it, twin_it = iter(sampler), iter(twin)
+    handed = [next(it) for _ in range(30)]
+    assert handed == [next(twin_it) for _ in range(30)]
+    q_handed = sampler.match_draws(handed, [0] * 30).q
+    _commit_global([sampler], [handed], 0, 12)
+    assert (sampler.draws_yielded, sampler.draws_consumed, sampler.draws_in_flight) == (30, 12, 18)
+    # the weights change before the restart: the replay keeps the items and q of the draws
+    zeroed = np.unique(handed[12:])
+    for s in (sampler, twin):
+        s.update(zeroed, np.zeros(zeroed.size))
+    replay_it = iter(sampler)
+    assert list(it) == []  # the older iterator stopped
+    replayed = [next(replay_it) for _ in range(18)]
+    assert replayed == handed[12:]
+    assert np.all(sampler.probabilities(replayed) == 0)
+    assert sampler.draws_yielded == 30
+    match = sampler.match_draws(replayed, [0] * 18)
+    assert match is not None
+    np.testing.assert_array_equal(match.q, q_handed[12:])
+    # then it continues where the twin's first iterator goes on, from the new weights
+    cont = [next(replay_it) for _ in range(300)]
+    assert cont == [next(twin_it) for _ in range(300)]
+    assert not np.isin(cont, zeroed).any()
+
+
+def test_replay_without_commit_hands_out_the_same_draws_again() -> None:
+    sampler = ReweightSampler(40, num_samples=1000, seed=6)
+    it = iter(sampler)
+    handed = [next(it) for _ in range(20)]
+    _commit_global([sampler], [handed], 0, 5)
+    first = take(sampler, 25)
+    assert first[:15] == handed[5:]
+    second = take(sampler, 25)  # nothing committed since: the same draws again
+    assert second == first
+    _commit_global([sampler], [handed[:5] + first], 5, 25)
+    assert sampler.draws_consumed == 30
+    third = take(sampler, 10)
+    assert sampler.draws_yielded == 40
+    reference = ReweightSampler(40, infinite=True, seed=6)
+    assert handed[:5] + first + third == take(reference, 40)
+
+
+def test_without_tracking_a_new_iterator_continues_after_the_last_draw() -> None:
+    kw: dict[str, Any] = dict(num_samples=300, seed=6)
+    sampler = ReweightSampler(40, **kw)
+    it = iter(sampler)
+    handed = [next(it) for _ in range(30)]
+    assert (sampler.draws_yielded, sampler.draws_consumed, sampler.draws_in_flight) == (30, 30, 0)
+    rest = list(iter(sampler))
+    assert list(it) == []
+    assert handed + rest == list(ReweightSampler(40, **kw))
+
+
+def test_prefetch_at_the_end_of_an_epoch_is_replayed_not_lost() -> None:
+    """A loader prefetched the whole epoch, training used 15 of 20 draws: the next iterator
+    hands out the 5 others (still epoch 0's) and ends; the one after starts epoch 1."""
+    kw: dict[str, Any] = dict(num_samples=20, seed=1)
+    sampler = ReweightSampler(40, **kw)
+    epoch0 = list(sampler)
+    _commit_global([sampler], [epoch0], 0, 15)
+    assert sampler.epoch == 1  # the next new draw is epoch 1's
+    assert list(sampler) == epoch0[15:]
+    _commit_global([sampler], [epoch0], 15, 5)
+    epoch1 = list(sampler)
+    reference = ReweightSampler(40, **kw)
+    assert epoch0 == list(reference)
+    assert epoch1 == list(reference)
+    assert sampler.epoch == 2
+
+
+# ---------------------------------------------------------------- 6. one global sequence
+
+
+@pytest.mark.parametrize(
+    ("world", "num_samples"), [(1, 999), (2, 1001), (3, 1000), (3, 1001), (4, 10), (4, 1003)]
+)
+def test_rank_shards_interleave_to_the_single_process_stream(world: int, num_samples: int) -> None:
+    dom = layout("interleaved", 200, 3, seed=60)
+    a = np.random.default_rng(61).uniform(0.1, 3.0, 200)
+    kw: dict[str, Any] = dict(domains=dom, domain_probs=[0.3, 0.3, 0.4], static_factor=a, seed=2)
+    per_rank = math.ceil(num_samples / world)
+    samplers = [
+        ReweightSampler(num_samples=num_samples, rank=r, world_size=world, **kw)
+        for r in range(world)
+    ]
+    single = list(ReweightSampler(num_samples=num_samples, **kw))
+    assert len(single) == num_samples
+    padded = ReweightSampler(num_samples=per_rank * world, **kw)
+    for epoch in range(2):
+        shards = [list(s) for s in samplers]
+        assert all(len(shard) == per_rank for shard in shards)
+        assert all(len(s) == per_rank and s.epoch == epoch + 1 for s in samplers)
+        interleaved = [shards[p % world][p // world] for p in range(per_rank * world)]
+        if epoch == 0:
+            assert interleaved[:num_samples] == single
+        # the padding draws are the continuation of the same global sequence
+        assert interleaved == list(padded)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 30), world=st.integers(1, 5), num_samples=st.integers(1, 300))
+def test_shard_property(n: int, world: int, num_samples: int) -> None:
+    shards = [
+        list(ReweightSampler(n, seed=9, num_samples=num_samples, rank=r, world_size=world))
+        for r in range(world)
+    ]
+    per_rank = math.ceil(num_samples / world)
+    assert all(len(shard) == per_rank for shard in shards)
+    interleaved = [shards[p % world][p // world] for p in range(per_rank * world)]
+    assert interleaved == take(ReweightSampler(n, seed=9, infinite=True), per_rank * world)
+
+
+def test_set_distributed_matches_constructor_arguments() -> None:
+    kw: dict[str, Any] = dict(seed=3, num_samples=100)
+    a = ReweightSampler(30, rank=1, world_size=3, **kw)
+    b = ReweightSampler(30, **kw)
+    b.set_distributed(1, 3)
+    assert len(b) == 34
+    assert list(a) == list(b)
+    with pytest.raises(ValueError):
+        b.set_distributed(3, 3)
+    with pytest.raises(ValueError):
+        b.set_distributed(0, 0)
+    with pytest.raises(ValueError):
+        ReweightSampler(30, rank=2, world_size=2)
+    assert (b.rank, b.num_replicas, len(b)) == (1, 3, 34)
+
+
+def test_set_distributed_keeps_the_global_position() -> None:
+    sampler = ReweightSampler(40, infinite=True, seed=1)
+    head = take(sampler, 10)  # global positions 0..9
+    sampler.set_distributed(0, 2)  # local counter 5 of 2 ranks: position 10 next
+    assert sampler.draws_yielded == 5
+    reference = take(ReweightSampler(40, infinite=True, seed=1), 20)
+    assert head == reference[:10]
+    assert take(sampler, 5) == reference[10:20:2]
+    before = _observe(sampler)
+    with pytest.raises(ValueError, match="ranks"):
+        sampler.set_distributed(1, 3)  # global position 20 is not a multiple of 3
+    assert (sampler.rank, sampler.num_replicas) == (0, 2)
+    _assert_untouched(sampler, before)
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_ranks_see_updates_identically(world: int) -> None:
+    """Every rank applies the same updates at the same local counters: the shards still
+    interleave to one sequence, that of one process applying them at the same global counter."""
+    kw: dict[str, Any] = dict(seed=8, num_samples=1003)
+    ranks = [ReweightSampler(100, rank=r, world_size=world, **kw) for r in range(world)]
+    readers = [_Reader(s) for s in ranks]
+    single = ReweightSampler(100, seed=8, infinite=True)
+    single_it = iter(single)
+    rng = np.random.default_rng(world)
+    out: list[list[int]] = [[] for _ in range(world)]
+    expected: list[int] = []
+    for step in range(12):
+        gap = int(rng.integers(1, 60))  # crosses the ranks' epoch ends (ceil(1003 / world))
+        for r in range(world):
+            out[r] += readers[r].take(gap)
+        expected += [next(single_it) for _ in range(world * gap)]
+        for s in [*ranks, single]:
+            s.update([step, 50 + step], [0.0, 30.0])
+    assert [out[p % world][p // world] for p in range(len(expected))] == expected
+
+
+# ---------------------------------------------------------------- 7. state
 
 
 def _state_sampler(**kw: Any) -> ReweightSampler:
     dom = layout("interleaved", 400, 4, seed=40)
     a = np.random.default_rng(41).uniform(0.1, 3.0, 400)
     base: dict[str, Any] = dict(
-        domains=dom,
-        domain_probs=[0.1, 0.2, 0.3, 0.4],
-        static_factor=a,
-        seed=11,
-        chunk_size=100,
-        num_samples=1000,
+        domains=dom, domain_probs=[0.1, 0.2, 0.3, 0.4], static_factor=a, seed=11, num_samples=1000
     )
     base.update(kw)
     return ReweightSampler(**base)
@@ -556,122 +921,174 @@ def _same_updates(samplers: list[ReweightSampler], step: int) -> None:
         s.update(items, values)
 
 
+def _assert_same_state(a: Any, b: Any, path: str = "state") -> None:
+    """Nested states are equal: same keys, same Python values, same tensors (dtype too)."""
+    if isinstance(a, Mapping):
+        assert isinstance(b, Mapping), path
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), path
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert torch.equal(a, b), path
+    else:
+        assert type(a) is type(b) and a == b, (path, a, b)
+
+
+def _assert_untouched(sampler: ReweightSampler, before: tuple[Any, ...]) -> None:
+    """Compares with ``_observe(sampler)`` taken before: state, counters, place, clock."""
+    after = _observe(sampler)
+    _assert_same_state(after[0], before[0])
+    assert after[1:] == before[1:]
+
+
+def _observe(sampler: ReweightSampler) -> tuple[Any, ...]:
+    counters = (sampler.draws_yielded, sampler.draws_consumed, sampler.draws_in_flight)
+    return (
+        sampler.state_dict(),
+        counters,
+        (sampler.epoch, sampler.clock, sampler.rank, sampler.num_replicas),
+        all_q(sampler).tolist(),
+    )
+
+
+def _in_flight_sampler(**kw: Any) -> tuple[ReweightSampler, Any, list[int]]:
+    """A sampler with 57 draws handed out, 25 committed, and weights changed in between."""
+    sampler = _state_sampler(**kw)
+    it = iter(sampler)
+    handed = [next(it) for _ in range(40)]
+    match = sampler.match_draws(handed[:25], [sampler.rank] * 25)  # this rank's draws only
+    assert match is not None
+    sampler.commit_draws(match)
+    sampler.update([1, 2, 3], [0.0, 5.0, 0.5])
+    handed += [next(it) for _ in range(17)]
+    return sampler, it, handed
+
+
+@pytest.mark.parametrize("infinite", [False, True])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_state_round_trip_mid_stream(world: int, infinite: bool) -> None:
+    """A state saved by rank 0 restores every rank: each first hands out again its draws in
+    flight (same items, same draw-time q), then continues exactly like the original."""
+    kw: dict[str, Any] = dict(num_samples=1000 * world, infinite=infinite)
+    ranks = [_state_sampler(rank=r, world_size=world, **kw) for r in range(world)]
+    its = [iter(s) for s in ranks]
+    handed = [[next(it) for _ in range(40)] for it in its]
+    _commit_global(ranks, handed, 0, 25)
+    # then an uneven global batch: rank r trained on 2·r more (every rank's position is kept)
+    consumed = [25 + 2 * r for r in range(world)]
+    if world > 1:
+        extra = np.concatenate(
+            [np.asarray(handed[r][25 : consumed[r]], dtype=np.int64) for r in range(world)]
+        )
+        extra_ranks = np.repeat(np.arange(world), [2 * r for r in range(world)])
+        for s in ranks:
+            s.commit_draws(s.match_draws(extra, extra_ranks))
+    for s in ranks:
+        s.update([1, 2, 3], [0.0, 5.0, 0.5])
+        s.set_static([2.0, 0.25], items=[10, 20])
+        s.set_domain_probs([0.4, 0.3, 0.2, 0.1])
+    for r, it in enumerate(its):
+        handed[r] += [next(it) for _ in range(17)]  # 57 handed out
+    state = ranks[0].state_dict()
+    in_flight = np.concatenate([h[c:] for h, c in zip(handed, consumed, strict=True)])
+    in_flight_ranks = np.repeat(np.arange(world), [57 - c for c in consumed])
+    original_q = ranks[0].match_draws(in_flight, in_flight_ranks).q
+
+    for r in range(world):
+        restored = _state_sampler(rank=r, world_size=world, **kw)
+        stale = iter(restored)
+        next(stale)
+        restored.load_state_dict(state)
+        assert list(stale) == []  # iterators of the replaced stream stop
+        np.testing.assert_array_equal(all_q(restored), all_q(ranks[r]))
+        np.testing.assert_array_equal(restored.domain_probs, ranks[r].domain_probs)
+        assert restored.stats()["ess"] == pytest.approx(ranks[r].stats()["ess"], rel=1e-12)
+        assert (restored.draws_yielded, restored.draws_consumed) == (57, consumed[r])
+        assert restored.draws_in_flight == ranks[r].draws_in_flight == in_flight.size
+        match = restored.match_draws(in_flight, in_flight_ranks)
+        assert match is not None
+        np.testing.assert_array_equal(match.q, original_q)
+        rit = iter(restored)
+        assert [next(rit) for _ in range(57 - consumed[r])] == handed[r][consumed[r] :]
+        assert restored.draws_yielded == 57
+        for step in range(4):  # updates applied identically after the restore
+            _same_updates([ranks[r], restored], step)
+            assert [next(rit) for _ in range(61)] == [next(its[r]) for _ in range(61)]
+        if not infinite:
+            rest = list(rit)
+            assert rest == list(its[r])
+            assert len(rest) == 1000 - 57 - 4 * 61
+            assert restored.epoch == ranks[r].epoch == 1
+
+
 @pytest.mark.parametrize(
     "kw", [{}, {"infinite": True}, {"rank": 1, "world_size": 2, "num_samples": 2000}]
 )
-def test_state_round_trip_mid_stream(kw: dict[str, Any]) -> None:
+def test_state_round_trip_without_tracking(kw: dict[str, Any]) -> None:
+    """Nobody commits: a restored twin's first iterator continues after the last draw handed
+    out, exactly where the original's iterator goes on."""
     original = _state_sampler(**kw)
     it = iter(original)
-    head = [next(it) for _ in range(137)]  # not a multiple of chunk_size
+    head = [next(it) for _ in range(137)]
     assert len(head) == 137
     original.update([1, 2, 3], [0.0, 5.0, 0.5])
     original.set_static([2.0, 0.25], items=[10, 20])
     original.set_domain_probs([0.4, 0.3, 0.2, 0.1])
     state = original.state_dict()
+    assert state["stream"]["items"].numel() == 0  # nothing in flight
 
     restored = _state_sampler(**kw)
     restored.load_state_dict(state)
     np.testing.assert_array_equal(all_q(restored), all_q(original))
-    np.testing.assert_array_equal(restored.domain_probs, original.domain_probs)
-    assert restored.stats()["ess"] == pytest.approx(original.stats()["ess"], rel=1e-12)
+    assert (restored.draws_yielded, restored.draws_consumed, restored.draws_in_flight) == (
+        137,
+        137,
+        0,
+    )
     rit = iter(restored)
-
-    cont_o = [next(it) for _ in range(150)]
-    cont_r = [next(rit) for _ in range(150)]
-    assert cont_o == cont_r
-    for step in range(5):  # updates applied identically after the restore
+    assert [next(rit) for _ in range(150)] == [next(it) for _ in range(150)]
+    for step in range(5):
         _same_updates([original, restored], step)
-        cont_o = [next(it) for _ in range(61)]
-        cont_r = [next(rit) for _ in range(61)]
-        assert cont_o == cont_r
+        assert [next(rit) for _ in range(61)] == [next(it) for _ in range(61)]
     if not kw.get("infinite"):
         assert list(it) == list(rit)
-        # and the next epoch matches too
-        assert list(original) == list(restored)
-        assert original.epoch == restored.epoch == 1
+        assert list(original) == list(restored)  # and the next epoch
+        assert original.epoch == restored.epoch == 2
 
 
 def test_state_dict_is_a_pure_read_and_survives_torch_save(tmp_path: Any) -> None:
-    sampler = _state_sampler()
-    twin = _state_sampler()
-    it, tit = iter(sampler), iter(twin)
-    [next(it) for _ in range(250)]
-    [next(tit) for _ in range(250)]
+    sampler, it, handed = _in_flight_sampler()
+    twin, twin_it, twin_handed = _in_flight_sampler()
+    assert handed == twin_handed
     state = sampler.state_dict()
-    sampler.state_dict(consumed=120)
+    _assert_same_state(sampler.state_dict(), state)
+    snapshot = copy.deepcopy(state)
+    assert state["version"] == 3
     torch.save(state, tmp_path / "s.pt")
-    loaded = torch.load(tmp_path / "s.pt", weights_only=False)
-    assert list(it) == list(tit)  # taking states did not move the stream
+    loaded = torch.load(tmp_path / "s.pt")  # weights_only: plain tensors and Python values
+    _assert_same_state(loaded, state)
+    rest, twin_rest = list(it), list(twin_it)
+    assert rest == twin_rest  # taking states did not move the stream
+    sampler.update([4, 5], [0.0, 3.0])  # the state does not alias the sampler's arrays
+    _assert_same_state(state, snapshot)
     restored = _state_sampler()
     restored.load_state_dict(loaded)
-    np.testing.assert_array_equal(all_q(restored), all_q(sampler))
+    np.testing.assert_array_equal(all_q(restored), all_q(twin))
+    assert list(restored) == handed[25:] + twin_rest
 
 
-@pytest.mark.parametrize(("yielded", "consumed"), [(137, 100), (137, 50), (250, 137), (300, 0)])
-def test_state_with_consumed_replays_prefetched_draws(yielded: int, consumed: int) -> None:
-    original = _state_sampler()
-    it = iter(original)
-    head = [next(it) for _ in range(yielded)]
-    # weights change after the prefetched draws were generated: the replay keeps the old draws
-    original.update(np.arange(0, 400, 3), np.zeros(134))
-    state = original.state_dict(consumed=consumed)
+def test_restored_state_saves_the_same_state() -> None:
+    sampler, _, _ = _in_flight_sampler()
+    state = sampler.state_dict()
     restored = _state_sampler()
     restored.load_state_dict(state)
-    rit = iter(restored)
-    replay = [next(rit) for _ in range(yielded - consumed)]
-    assert replay == head[consumed:]
-    assert [next(rit) for _ in range(200)] == [next(it) for _ in range(200)]
-    assert len(head) + 200 + len(list(it)) == 1000
-    assert yielded + 200 + len(list(rit)) == 1000
+    _assert_same_state(restored.state_dict(), state)
 
 
-def test_state_restore_across_world_sizes_of_one_global_sequence() -> None:
-    """A state saved by rank 0 of 2 restores the global position for rank 1 too."""
-    single = list(_state_sampler(num_samples=1000))
-    r0 = _state_sampler(rank=0, world_size=2)
-    it = iter(r0)
-    [next(it) for _ in range(40)]  # global positions 0..79 used
-    state = r0.state_dict()
-    r1 = _state_sampler(rank=1, world_size=2)
-    r1.load_state_dict(state)
-    assert list(r1) == single[81::2]
-
-
-@pytest.mark.parametrize(
-    "other",
-    [
-        dict(domains=layout("interleaved", 401, 4, seed=40)),  # num_items
-        dict(domains=np.roll(layout("interleaved", 400, 4, seed=40), 1)),  # domain assignment
-        dict(domains=np.sort(layout("interleaved", 400, 4, seed=40))),  # same sizes, other layout
-        dict(seed=12),
-        dict(chunk_size=101),
-        dict(num_samples=999),
-    ],
-)
-def test_load_state_from_another_configuration_raises(other: dict[str, Any]) -> None:
-    source = _state_sampler()
-    take(source, 10)
-    state = source.state_dict()
-    if "domains" in other and len(other["domains"]) != 400:
-        other = dict(other, static_factor=np.ones(len(other["domains"])))
-    target = _state_sampler(**other)
-    before = all_q(target)
-    with pytest.raises(ValueError):
-        target.load_state_dict(state)
-    np.testing.assert_array_equal(all_q(target), before)
-
-
-def test_load_state_rejects_garbage() -> None:
-    sampler = _state_sampler()
-    with pytest.raises(ValueError):
-        sampler.load_state_dict({})
-    state = sampler.state_dict()
-    with pytest.raises(ValueError):
-        sampler.load_state_dict(dict(state, version=999))
-
-
-def test_restore_then_set_epoch_of_the_same_epoch_keeps_the_position() -> None:
-    """Lightning restores the state, then calls set_epoch(current epoch) before iterating."""
+def test_restore_then_set_epoch_keeps_the_position() -> None:
+    """Lightning restores the state, then calls set_epoch(its epoch) before iterating."""
     original = _state_sampler()
     original.set_epoch(2)
     it = iter(original)
@@ -679,8 +1096,8 @@ def test_restore_then_set_epoch_of_the_same_epoch_keeps_the_position() -> None:
     state = original.state_dict()
     restored = _state_sampler()
     restored.load_state_dict(state)
-    assert restored.epoch == 2
     restored.set_epoch(2)
+    assert restored.epoch == original.epoch == 0  # the stream's epoch, not the caller's
     assert list(restored) == list(it)
 
 
@@ -690,116 +1107,386 @@ def test_state_saved_at_the_end_of_an_epoch() -> None:
     state = original.state_dict()
     restored = _state_sampler()
     restored.load_state_dict(state)
-    assert list(restored) == list(original)  # both start epoch 1
     assert restored.epoch == original.epoch == 1
+    assert list(restored) == list(original)  # both hand out epoch 1
+    # with 10 draws of epoch 0 in flight: they come back first, then epoch 1
+    original, restored = _state_sampler(), _state_sampler()
+    epoch0 = list(original)
+    _commit_global([original], [epoch0], 0, 990)
+    restored.load_state_dict(original.state_dict())
+    assert list(restored) == epoch0[990:]
+    _commit_global([restored], [epoch0], 990, 10)
+    reference = _state_sampler()
+    assert list(reference) == epoch0
+    assert list(restored) == list(reference)
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    chunk=st.integers(1, 40),
-    yielded=st.integers(1, 120),
-    data=st.data(),
+_OTHER_CONFIGURATIONS = [
+    (dict(domains=layout("interleaved", 401, 4, seed=40), static_factor=None), "num_items"),
+    (dict(domains=layout("interleaved", 400, 5, seed=40), domain_probs=None), "num_domains"),
+    (dict(domains=np.roll(layout("interleaved", 400, 4, seed=40), 1)), "layout_hash"),
+    (dict(domains=np.sort(layout("interleaved", 400, 4, seed=40))), "layout_hash"),
+    (dict(block_size=8), "block_size"),
+    (dict(seed=12), "seed"),
+    (dict(num_samples=999), "num_samples"),
+    (dict(infinite=True), "infinite"),
+]
+
+
+@pytest.mark.parametrize(("other", "field"), _OTHER_CONFIGURATIONS)
+def test_load_state_from_another_configuration_raises(other: dict[str, Any], field: str) -> None:
+    source, _, _ = _in_flight_sampler()
+    state = source.state_dict()
+    target = _state_sampler(**other)
+    take(target, 10)
+    before = _observe(target)
+    with pytest.raises(ValueError, match=field):
+        target.load_state_dict(state)
+    _assert_untouched(target, before)
+
+
+def test_load_state_with_another_world_size_raises() -> None:
+    source = _state_sampler(rank=0, world_size=2, num_samples=2000)
+    take(source, 10)
+    state = source.state_dict()
+    for rank, world in [(0, 1), (2, 3)]:
+        target = _state_sampler(rank=rank, world_size=world, num_samples=2000)
+        before = _observe(target)
+        with pytest.raises(ValueError, match="ranks"):
+            target.load_state_dict(state)
+        _assert_untouched(target, before)
+    single_state = _state_sampler(num_samples=2000).state_dict()
+    target = _state_sampler(rank=1, world_size=2, num_samples=2000)
+    with pytest.raises(ValueError, match="ranks"):
+        target.load_state_dict(single_state)
+
+
+def _truncations(state: dict[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for key in state:
+        out.append({k: v for k, v in state.items() if k != key})
+    for key in state["stream"]:
+        out.append(dict(state, stream={k: v for k, v in state["stream"].items() if k != key}))
+    return out
+
+
+def test_load_state_rejects_garbage_and_truncated_states() -> None:
+    sampler, it, _ = _in_flight_sampler()
+    _, twin_it, _ = _in_flight_sampler()
+    state = sampler.state_dict()
+    before = _observe(sampler)
+    garbage: list[Any] = [
+        None,
+        [],
+        "state",
+        3,
+        {},
+        {"version": 3},
+        [("version", 3)],
+        dict(state, version="3"),
+        dict(state, version=None),
+        dict(state, fingerprint=None),
+        dict(state, fingerprint={}),
+        dict(state, stream=None),
+        dict(state, stream=[]),
+        dict(state, stream={}),
+        dict(state, static=None),
+        dict(state, static="x"),
+        dict(state, static=state["static"].tolist()),
+        dict(state, dynamic="x"),
+        dict(state, domain_probs=[1.0, 0.0, 0.0, 0.0]),
+        dict(state, domain_probs=None),
+        dict(state, stream=dict(state["stream"], consumed=[25])),
+        dict(state, stream=dict(state["stream"], items=None)),
+        dict(state, stream=dict(state["stream"], yielded=None)),
+        dict(state, stream=dict(state["stream"], yielded="57")),
+        dict(state, stream=dict(state["stream"], yielded=57.0)),
+        *_truncations(state),
+    ]
+    for bad in garbage:
+        with pytest.raises(ValueError):
+            sampler.load_state_dict(bad)
+        _assert_untouched(sampler, before)
+    # a failed load leaves the live iterator alone
+    assert list(it) == list(twin_it)
+
+
+def _set(field: str, value: Any) -> Any:
+    def corrupt(state: dict[str, Any]) -> dict[str, Any]:
+        stream = dict(state["stream"])
+        stream[field] = value(stream) if callable(value) else value
+        return dict(state, stream=stream)
+
+    return corrupt
+
+
+def _edit(field: str, index: int, value: Any) -> Any:
+    def edit(stream: dict[str, Any]) -> torch.Tensor:
+        tensor = stream[field].clone()
+        tensor[index] = value
+        return tensor
+
+    return _set(field, edit)
+
+
+def _shorten_records(state: dict[str, Any]) -> dict[str, Any]:
+    stream = dict(state["stream"])
+    for key in ("items", "q", "clock"):
+        stream[key] = stream[key][:-1]
+    return dict(state, stream=stream)
+
+
+_CORRUPT_STREAMS = {
+    "item too large": (_edit("items", 0, 400), "items"),
+    "negative item": (_edit("items", 3, -1), "items"),
+    "float items": (_set("items", lambda s: s["items"].double()), "items"),
+    "2-D items": (_set("items", lambda s: s["items"][None, :]), "items"),
+    "negative consumed": (_edit("consumed", 1, -1), "consumed"),
+    "consumed beyond yielded": (_edit("consumed", 0, 58), "consumed"),
+    "consumed of 3 ranks": (
+        _set("consumed", lambda s: torch.cat([s["consumed"]] * 2)[:3]),
+        "consumed",
+    ),
+    "zero q": (_edit("q", 0, 0.0), "'q'"),
+    "q above 1": (_edit("q", 5, 1.5), "'q'"),
+    "negative q": (_edit("q", 5, -0.25), "'q'"),
+    "NaN q": (_edit("q", 2, float("nan")), "'q'"),
+    "infinite q": (_edit("q", 2, float("inf")), "'q'"),
+    "short q": (_set("q", lambda s: s["q"][:-1]), "'q'"),
+    "short clock": (_set("clock", lambda s: s["clock"][:-1]), "'clock'"),
+    "long items": (_set("items", lambda s: torch.cat([s["items"], s["items"][:1]])), "'items'"),
+    "negative clock": (_edit("clock", 0, -3), "'clock'"),
+    "records start late": (_set("records_start", lambda s: s["records_start"] + 2), "records"),
+    "records end early": (_shorten_records, "records"),
+    "yielded beyond records": (_set("yielded", lambda s: s["yielded"] + 1), "records"),
+    "negative yielded": (_set("yielded", -1), "yielded"),
+    "float records_start": (_set("records_start", 1.5), "records_start"),
+    "zero world_size": (_set("world_size", 0), "world_size"),
+    "int tracking": (_set("tracking", 1), "tracking"),
+    "version 2": (lambda state: dict(state, version=2), "version"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CORRUPT_STREAMS))
+def test_load_state_rejects_corrupt_stream_fields(case: str) -> None:
+    corrupt, field = _CORRUPT_STREAMS[case]
+    ranks = [_state_sampler(rank=r, world_size=2, num_samples=2000) for r in range(2)]
+    its = [iter(s) for s in ranks]
+    handed = [[next(it) for _ in range(40)] for it in its]
+    _commit_global(ranks, handed, 0, 25)
+    ranks[0].update([1, 2, 3], [0.0, 5.0, 0.5])
+    [next(its[0]) for _ in range(17)]
+    state = ranks[0].state_dict()
+    assert state["stream"]["items"].numel() == 2 * (57 - 25)
+    control = _state_sampler(rank=0, world_size=2, num_samples=2000)
+    control.load_state_dict(state)  # the uncorrupted state loads
+    target = _state_sampler(rank=0, world_size=2, num_samples=2000)
+    take(target, 5)
+    before = _observe(target)
+    with pytest.raises(ValueError, match=field):
+        target.load_state_dict(corrupt(state))
+    _assert_untouched(target, before)
+
+
+def _tensor_corruptions(value: torch.Tensor) -> st.SearchStrategy[Any]:
+    size = value.numel()
+    if value.is_floating_point():
+        scalars: st.SearchStrategy[Any] = st.floats(width=32)
+    else:
+        scalars = st.integers(-3, 1000)
+
+    def edit(args: tuple[int, Any]) -> torch.Tensor:
+        out = value.clone()
+        out[args[0] % size] = args[1]
+        return out
+
+    dtypes = [torch.int64, torch.int32, torch.float64, torch.float32, torch.bool]
+    return st.one_of(
+        st.tuples(st.integers(0, max(size - 1, 0)), scalars).map(edit)
+        if size
+        else st.just(value.clone()),
+        st.integers(0, size + 2).map(lambda n: torch.cat([value, value])[:n].clone()),
+        st.sampled_from(dtypes).map(lambda dtype: value.to(dtype)),
+        st.just(value[None, :].clone()),
+        st.just(value.sum()),
+        st.lists(st.integers(-2, 500), max_size=80).map(
+            lambda v: torch.tensor(v, dtype=value.dtype)
+        ),
+    )
+
+
+_PLAIN_CORRUPTIONS = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.just({}),
+    st.lists(st.integers(-2, 5), max_size=3),
+    st.just(torch.tensor([1, 1])),
+    st.just(torch.zeros(3, dtype=torch.bfloat16)),
+    st.just(np.array(["a"], dtype=object)),
 )
-def test_replay_property(chunk: int, yielded: int, data: Any) -> None:
-    consumed = data.draw(st.integers(0, yielded))
-    kw: dict[str, Any] = dict(seed=5, chunk_size=chunk, num_samples=200)
-    original = ReweightSampler(30, **kw)
-    it = iter(original)
-    head = [next(it) for _ in range(yielded)]
-    original.update([1, 2], [0.0, 9.0])
-    restored = ReweightSampler(30, **kw)
-    restored.load_state_dict(original.state_dict(consumed=consumed))
-    assert list(restored) == head[consumed:] + list(it)
 
 
-# ---------------------------------------------------------------- 6. shards
+def _corruptions(value: Any) -> st.SearchStrategy[Any]:
+    """Values to put in place of a state field: near misses of the same type first, then
+    anything."""
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        near = _tensor_corruptions(value)
+    elif isinstance(value, bool):
+        near = st.booleans()
+    elif isinstance(value, int):
+        near = st.integers(value - 3, value + 3)
+    else:
+        return _PLAIN_CORRUPTIONS
+    return st.one_of(near, near, _PLAIN_CORRUPTIONS)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_load_state_fuzz_raises_value_error_or_loads(data: Any) -> None:
+    """Random fields of a real state (with draws in flight) corrupted: the load either works,
+    and the sampler then draws valid items, or raises ValueError and changes nothing."""
+    sampler, _, _ = _in_flight_sampler(rank=0, world_size=2, num_samples=2000)
+    sampler.update([0], [2.0])  # a dynamic factor tensor in the state
+    state = sampler.state_dict()
+    target, _, _ = _in_flight_sampler(rank=1, world_size=2, num_samples=2000)
+    before = _observe(target)
+    bad: dict[str, Any] = copy.deepcopy(state)
+    stream_keys = sorted(state["stream"])
+    top_keys = sorted(state)
+    for _ in range(data.draw(st.integers(1, 3))):
+        # mostly the draw stream's fields: the configuration fields fail first and fast
+        if data.draw(st.integers(0, 2)) and isinstance(bad["stream"], dict):
+            holder, key = bad["stream"], data.draw(st.sampled_from(stream_keys))
+        else:
+            holder, key = bad, data.draw(st.sampled_from(top_keys))
+        holder[key] = data.draw(_corruptions(holder.get(key)))
+    try:
+        target.load_state_dict(bad)
+    except ValueError:
+        _assert_untouched(target, before)
+        return
+    draws = take(target, 100)
+    assert len(draws) > 0
+    assert min(draws) >= 0 and max(draws) < target.num_items
+    target.state_dict()
 
 
 @pytest.mark.parametrize(
-    ("world", "num_samples", "chunk"),
-    [(2, 1000, 128), (2, 1000, 7), (3, 1000, 128), (3, 1001, 5), (4, 10, 3)],
+    "field", ["version", "seed", "num_samples", "infinite", "fingerprint.num_items"]
 )
-def test_rank_shards_interleave_to_the_single_process_stream(
-    world: int, num_samples: int, chunk: int
-) -> None:
-    dom = layout("interleaved", 200, 3, seed=60)
-    a = np.random.default_rng(61).uniform(0.1, 3.0, 200)
-    kw: dict[str, Any] = dict(
-        domains=dom, domain_probs=[0.3, 0.3, 0.4], static_factor=a, seed=2, chunk_size=chunk
-    )
-    per_rank = math.ceil(num_samples / world)
-    shards = []
-    for r in range(world):
-        s = ReweightSampler(num_samples=num_samples, rank=r, world_size=world, **kw)
-        assert len(s) == per_rank
-        shard = list(s)
-        assert len(shard) == per_rank
-        shards.append(shard)
-    interleaved = [shards[p % world][p // world] for p in range(per_rank * world)]
-    single = list(ReweightSampler(num_samples=num_samples, **kw))
-    assert len(single) == num_samples
-    assert interleaved[:num_samples] == single
-    # the padding draws are the continuation of the same global sequence
-    padded = list(ReweightSampler(num_samples=per_rank * world, **kw))
-    assert interleaved == padded
+def test_load_state_rejects_tensors_in_scalar_fields(field: str) -> None:
+    sampler = _state_sampler()
+    state = sampler.state_dict()
+    value = torch.tensor([1, 1])
+    if field.startswith("fingerprint."):
+        bad = dict(state, fingerprint=dict(state["fingerprint"], num_items=value))
+    else:
+        bad = dict(state, **{field: value})
+    before = _observe(sampler)
+    with pytest.raises(ValueError):
+        sampler.load_state_dict(bad)
+    _assert_untouched(sampler, before)
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    n=st.integers(1, 30),
-    chunk=st.integers(1, 50),
-    world=st.integers(1, 5),
-    num_samples=st.integers(1, 300),
+@pytest.mark.parametrize("field", ["static", "domain_probs", "stream.q"])
+def test_load_state_rejects_tensors_of_unusual_dtypes(field: str) -> None:
+    sampler, _, _ = _in_flight_sampler()
+    state = sampler.state_dict()
+    if field == "stream.q":
+        bad = dict(state, stream=dict(state["stream"], q=state["stream"]["q"].bfloat16()))
+    else:
+        bad = dict(state, **{field: state[field].bfloat16()})
+    before = _observe(sampler)
+    with pytest.raises(ValueError):
+        sampler.load_state_dict(bad)
+    _assert_untouched(sampler, before)
+
+
+_OPS = st.one_of(
+    st.tuples(st.just("next"), st.integers(1, 12)),
+    st.tuples(st.just("update"), st.integers(0, 2**32 - 1)),
+    st.tuples(st.just("iter"), st.just(0)),
+    st.tuples(st.just("commit"), st.integers(1, 12)),
 )
-def test_shard_property(n: int, chunk: int, world: int, num_samples: int) -> None:
-    kw: dict[str, Any] = dict(seed=9, chunk_size=chunk)
-    shards = [
-        list(ReweightSampler(n, num_samples=num_samples, rank=r, world_size=world, **kw))
-        for r in range(world)
-    ]
-    per_rank = math.ceil(num_samples / world)
-    assert all(len(shard) == per_rank for shard in shards)
-    interleaved = [shards[p % world][p // world] for p in range(per_rank * world)]
-    assert interleaved == list(ReweightSampler(n, num_samples=per_rank * world, **kw))
 
 
-def test_set_distributed_matches_constructor_arguments() -> None:
-    kw: dict[str, Any] = dict(seed=3, chunk_size=16, num_samples=100)
-    a = ReweightSampler(30, rank=1, world_size=3, **kw)
-    b = ReweightSampler(30, **kw)
-    b.set_distributed(1, 3)
-    assert len(b) == 34
-    assert list(a) == list(b)
-    with pytest.raises(ValueError):
-        b.set_distributed(3, 3)
-    with pytest.raises(ValueError):
-        b.set_distributed(0, 0)
-    with pytest.raises(ValueError):
-        ReweightSampler(30, rank=2, world_size=2)
+class _Trainer:
+    """Drives a sampler like a training loop with a prefetching loader: draws (``next``),
+    restarts its iterator, changes weights, commits what it trained on. Records what it saw."""
+
+    def __init__(self, sampler: ReweightSampler) -> None:
+        self.sampler = sampler
+        self.reader = _Reader(sampler)
+        self.by_counter: dict[int, int] = {}  # local counter -> item handed out there
+        self.log: list[Any] = []
+        self.tracking = False
+
+    def copy_history(self, other: _Trainer) -> None:
+        self.by_counter = dict(other.by_counter)
+        self.tracking = other.tracking
+
+    def run(self, op: str, arg: int) -> None:
+        s = self.sampler
+        if op == "next":
+            for _ in range(arg):
+                item = self.reader.take(1)[0]
+                counter = s.draws_yielded - 1
+                # a counter always hands out the same item (a replay never redraws)
+                assert self.by_counter.setdefault(counter, item) == item
+                self.log.append(("item", item))
+        elif op == "iter":
+            self.reader = _Reader(s)
+            # a new iterator starts at the first draw not trained on (a replay if any)
+            assert s.draws_yielded == s.draws_consumed
+        elif op == "update":
+            change = _random_change(arg, s.num_items, s.num_domains)
+            change(s)
+        else:
+            # training uses the next draws it received and has not trained on
+            start = s.draws_consumed if self.tracking else 0
+            available = list(range(start, min(start + arg, s.draws_yielded)))
+            if not available:
+                return
+            batch = [self.by_counter[c] for c in available]
+            match = s.match_draws(batch, [0] * len(batch))
+            assert match is not None
+            s.commit_draws(match)
+            self.tracking = True
+            self.log.append(("commit", match.q.tolist(), s.draws_consumed, s.draws_in_flight))
 
 
-def test_ranks_see_updates_identically() -> None:
-    """Every rank applies the same updates at the same local step: shards still interleave."""
-    world, steps = 2, 12
-    kw: dict[str, Any] = dict(seed=8, chunk_size=32, num_samples=10_000)
-    ranks = [ReweightSampler(100, rank=r, world_size=world, **kw) for r in range(world)]
-    its = [iter(s) for s in ranks]
-    out: list[list[int]] = [[] for _ in range(world)]
-    for step in range(steps):
-        for r in range(world):
-            out[r] += [next(its[r]) for _ in range(16)]  # 32 global draws per step
-        for s in ranks:
-            s.update([step], [0.0])
-    single = ReweightSampler(100, **kw)
-    sit = iter(single)
-    expected: list[int] = []
-    for step in range(steps):
-        expected += [next(sit) for _ in range(32)]
-        single.update([step], [0.0])
-    assert [out[p % 2][p // 2] for p in range(len(expected))] == expected
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(_OPS, max_size=30), data=st.data())
+def test_restored_twin_continues_like_the_original(ops: list[tuple[str, int]], data: Any) -> None:
+    cut = data.draw(st.integers(0, len(ops)))
+    dom = layout("interleaved", 30, 3, seed=80)
+    kw: dict[str, Any] = dict(domains=dom, num_samples=23, seed=33)
+    original = _Trainer(ReweightSampler(**kw))
+    original.run("next", 1)  # training reports what it uses from the first batch on
+    original.run("commit", 1)
+    for op, arg in ops[:cut]:
+        original.run(op, arg)
+    state = original.sampler.state_dict()
+    twin = _Trainer(ReweightSampler(**kw))
+    twin.sampler.load_state_dict(state)
+    twin.copy_history(original)
+    for trainer in (original, twin):  # the restarted run builds a new loader iterator
+        trainer.run("iter", 0)
+        trainer.log = []
+    for op, arg in ops[cut:]:
+        original.run(op, arg)
+        twin.run(op, arg)
+    original.run("next", 30)
+    twin.run("next", 30)
+    assert twin.log == original.log
+    for name in ("draws_yielded", "draws_consumed", "draws_in_flight", "epoch"):
+        assert getattr(twin.sampler, name) == getattr(original.sampler, name), name
 
 
-# ---------------------------------------------------------------- 7. large N
+# ---------------------------------------------------------------- 8. large N
 
 
 def _large_checks(sampler: ReweightSampler, dom_of: Any, n: int, pi: np.ndarray) -> None:
@@ -857,7 +1544,7 @@ def test_memory_bytes_grows_with_n_and_stays_small() -> None:
     assert big.memory_bytes() < 16 * 100_000
 
 
-# ---------------------------------------------------------------- 8. bad inputs
+# ---------------------------------------------------------------- 9. bad inputs
 
 
 def _snapshot(sampler: ReweightSampler) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -885,8 +1572,8 @@ def _bad_target() -> ReweightSampler:
         (lambda s: s.update([1], [float("inf")]), ValueError),
         (lambda s: s.update([1, 2], [1.0, -0.5]), ValueError),
         (lambda s: s.update([1, 2], [1.0]), ValueError),
-        (lambda s: s.update([5], [1.0]), IndexError),
-        (lambda s: s.update([-1], [1.0]), IndexError),
+        (lambda s: s.update([5], [1.0]), ValueError),
+        (lambda s: s.update([-1], [1.0]), ValueError),
         (lambda s: s.update([1.0], [1.0]), TypeError),
         (lambda s: s.update(np.arange(5), np.zeros(5)), ValueError),  # all weights zero
         (lambda s: s.update([0, 1, 0], [1.0, 1.0, -1.0]), ValueError),
@@ -897,14 +1584,14 @@ def _bad_target() -> ReweightSampler:
         (lambda s: s.set_static(np.ones(6)), ValueError),
         (lambda s: s.set_static([1, 1, 1, -1, 1]), ValueError),
         (lambda s: s.set_static([0.0, 0.0, 0.0, 0.0, 0.0], items=np.arange(5)), ValueError),
-        (lambda s: s.set_static([1.0], items=[7]), IndexError),
+        (lambda s: s.set_static([1.0], items=[7]), ValueError),
         (lambda s: s.set_domain_probs([0, 0, 0]), ValueError),
         (lambda s: s.set_domain_probs([1, 1]), ValueError),
         (lambda s: s.set_domain_probs([1, -1, 1]), ValueError),
         (lambda s: s.set_domain_probs([1, float("nan"), 1]), ValueError),
         (lambda s: s.set_domain_probs([1, float("inf"), 1]), ValueError),
-        (lambda s: s.probabilities([5]), IndexError),
-        (lambda s: s.item_domains([-1]), IndexError),
+        (lambda s: s.probabilities([5]), ValueError),
+        (lambda s: s.item_domains([-1]), ValueError),
     ],
 )
 def test_bad_input_raises_and_changes_nothing(call: Any, exc: type[Exception]) -> None:
@@ -950,8 +1637,8 @@ def test_domain_probs_only_on_zero_mass_domains_raises() -> None:
         (dict(num_items=4, domains=[0, 1, 1]), ValueError),
         (dict(), ValueError),
         (dict(num_items=0), ValueError),
-        (dict(num_items=3, chunk_size=0), ValueError),
-        (dict(num_items=3, chunk_size=-5), ValueError),
+        (dict(num_items=3, chunk_size=64), TypeError),  # the chunked stream is gone
+        (dict(num_items=3, block_size=1), ValueError),
         (dict(num_items=3, num_samples=0), ValueError),
         (dict(num_items=3, static_factor=[1, 2]), ValueError),
         (dict(num_items=3, static_factor=[1, -2, 1]), ValueError),
@@ -975,9 +1662,9 @@ def test_bad_constructor_arguments(kwargs: dict[str, Any], exc: type[Exception] 
 def test_error_messages_name_the_problem() -> None:
     with pytest.raises(ValueError, match="1"):
         ReweightSampler(domains=[0, 2, 2])  # names the empty domain
-    with pytest.raises(ValueError, match="chunk_size"):
-        ReweightSampler(3, chunk_size=0)
-    with pytest.raises(IndexError, match="7"):
+    with pytest.raises(ValueError, match="block_size"):
+        ReweightSampler(3, block_size=0)
+    with pytest.raises(ValueError, match="7"):
         ReweightSampler(3).update([7], [1.0])
 
 
@@ -1039,7 +1726,7 @@ def test_stats_when_factor_products_leave_float32_range(scale: float) -> None:
         assert stats[key] == pytest.approx(direct[key], rel=1e-6), key
 
 
-# ---------------------------------------------------------------- 9. zero-mass domains
+# ---------------------------------------------------------------- 10. zero-mass domains
 
 
 def test_zero_mass_domain_warns_once_is_excluded_and_comes_back() -> None:
@@ -1097,7 +1784,7 @@ def test_no_warning_for_zero_mass_domain_that_has_zero_probability() -> None:
     np.testing.assert_allclose(sampler.domain_probs, [1.0, 0.0])
 
 
-# ---------------------------------------------------------------- 10. epochs, infinite, len
+# ---------------------------------------------------------------- 11. epochs, infinite, len
 
 
 def test_len_is_ceil_of_num_samples_over_world_size() -> None:
@@ -1108,42 +1795,47 @@ def test_len_is_ceil_of_num_samples_over_world_size() -> None:
     assert len(list(ReweightSampler(10, num_samples=25, rank=1, world_size=2))) == 13
 
 
-def test_set_epoch_semantics() -> None:
-    kw: dict[str, Any] = dict(num_samples=500, chunk_size=64, seed=1)
-    sampler = ReweightSampler(40, **kw)
-    epoch0 = list(sampler)
-    sampler.set_epoch(1)
-    epoch1 = list(sampler)
-    assert epoch0 != epoch1
-    sampler.set_epoch(0)  # a different epoch: restart from the beginning of epoch 0
-    assert list(sampler) == epoch0
-    sampler.set_epoch(3)
-    it = iter(sampler)
-    head = [next(it) for _ in range(123)]
-    sampler.set_epoch(3)  # the same epoch keeps the position
-    tail = list(iter(sampler))
-    fresh = ReweightSampler(40, **kw)
-    fresh.set_epoch(3)
-    assert head + tail == list(fresh)
-    assert sampler.epoch == 3
-
-
-def test_iterating_after_exhaustion_starts_the_next_epoch() -> None:
-    kw: dict[str, Any] = dict(num_samples=300, chunk_size=50, seed=2)
-    auto = ReweightSampler(40, **kw)
-    first = list(auto)
-    second = list(auto)
-    assert auto.epoch == 1
-    manual = ReweightSampler(40, **kw)
-    manual.set_epoch(1)
-    assert second == list(manual)
-    assert first != second
+def test_epochs_continue_one_stream() -> None:
+    sampler = ReweightSampler(40, num_samples=300, seed=2)
+    assert (sampler.epoch, sampler.draws_yielded, len(sampler)) == (0, 0, 300)
+    first = list(sampler)
+    assert (sampler.epoch, sampler.draws_yielded) == (1, 300)
+    second = list(sampler)
+    assert (sampler.epoch, sampler.draws_yielded) == (2, 600)
     assert len(first) == len(second) == 300
-    # Lightning's order: set_epoch(next) then iterate, after the epoch was exhausted
-    auto.set_epoch(2)
-    third = list(auto)
-    manual.set_epoch(2)
-    assert third == list(manual)
+    assert first != second  # the next epoch continues the stream, it does not repeat it
+    assert first + second == take(ReweightSampler(40, infinite=True, seed=2), 600)
+
+
+def test_an_iterator_ends_at_the_end_of_the_epoch_it_starts_in() -> None:
+    for world, rank in [(1, 0), (3, 2)]:
+        sampler = ReweightSampler(40, num_samples=100, seed=2, rank=rank, world_size=world)
+        per_rank = len(sampler)
+        it = iter(sampler)
+        head = [next(it) for _ in range(30)]
+        rest = list(iter(sampler))  # a new iterator (nothing committed): from draw 30 on
+        assert list(it) == []  # the older iterator stopped
+        assert len(rest) == per_rank - 30
+        assert sampler.epoch == 1
+        reference = take(ReweightSampler(40, infinite=True, seed=2), world * per_rank)
+        assert head + rest == reference[rank::world]
+
+
+def test_set_epoch_does_not_change_the_stream() -> None:
+    plain = ReweightSampler(40, num_samples=120, seed=1)
+    expected = [list(plain) for _ in range(3)]
+    sampler = ReweightSampler(40, num_samples=120, seed=1)
+    for epoch, want in zip((5, 0, 0), expected, strict=True):  # any numbering, even backwards
+        sampler.set_epoch(epoch)
+        assert list(sampler) == want
+    assert sampler.epoch == 3
+    # mid-epoch, set_epoch keeps the position
+    sampler = ReweightSampler(40, num_samples=120, seed=1)
+    it = iter(sampler)
+    head = [next(it) for _ in range(50)]
+    sampler.set_epoch(7)
+    assert sampler.epoch == 0
+    assert head + list(iter(sampler)) == expected[0]
 
 
 def test_exhausted_iterator_stays_exhausted_until_iter_is_called() -> None:
@@ -1155,78 +1847,58 @@ def test_exhausted_iterator_stays_exhausted_until_iter_is_called() -> None:
 
 
 def test_infinite_mode() -> None:
-    sampler = ReweightSampler(20, infinite=True, num_samples=50, chunk_size=16, seed=4)
+    sampler = ReweightSampler(20, infinite=True, num_samples=50, seed=4)
     with pytest.raises(TypeError):
         len(sampler)
-    draws = take(sampler, 1000)
-    assert len(draws) == 1000
+    it = iter(sampler)
+    draws = [next(it) for _ in range(1000)]  # one iterator, never ends
     assert set(draws) <= set(range(20))
-    again = ReweightSampler(20, infinite=True, num_samples=50, chunk_size=16, seed=4)
+    assert sampler.epoch == 0
+    assert sampler.draws_yielded == 1000
+    again = ReweightSampler(20, infinite=True, num_samples=50, seed=4)
     assert take(again, 1000) == draws
+    assert take(ReweightSampler(20, infinite=True, seed=5), 1000) != draws
     sampler.update([0], [0.0])
-    assert 0 not in take(sampler, 2000)[sampler.update_lag :]
+    assert 0 not in [next(it) for _ in range(2000)]
+    assert sampler.epoch == 0
 
 
 def test_works_as_a_dataloader_sampler() -> None:
     data = torch.arange(30)
-    kw: dict[str, Any] = dict(num_samples=64, seed=5, chunk_size=16)
+    kw: dict[str, Any] = dict(num_samples=64, seed=5)
     sampler = ReweightSampler(30, **kw)
     loader = DataLoader(data, sampler=sampler, batch_size=8)
     assert len(loader) == 8
-    batches = [b.tolist() for b in loader]
-    assert list(itertools.chain(*batches)) == list(ReweightSampler(30, **kw))
+    reference = ReweightSampler(30, **kw)
+    for _ in range(2):  # two epochs: the second continues the stream
+        batches = [b.tolist() for b in loader]
+        assert len(batches) == 8
+        assert list(itertools.chain(*batches)) == list(reference)
+    # an update between two batches reaches the next batch (no prefetch without workers)
+    batches = iter(loader)
+    next(batches)
+    sampler.update(np.arange(10, 30), np.zeros(20))
+    for batch in batches:
+        assert batch.max() < 10
 
 
 def test_set_epoch_rejects_negative_epochs() -> None:
     sampler = ReweightSampler(10)
     with pytest.raises(ValueError, match="epoch"):
         sampler.set_epoch(-1)
-    with pytest.raises(ValueError, match="epoch"):
-        sampler.align_epoch(-1)
     assert sampler.epoch == 0
 
 
-def test_align_epoch_renames_the_epoch_under_way() -> None:
-    """After align_epoch(e), set_epoch(e) keeps the position and set_epoch(e + j) starts the
-    stream's epoch (current + j): the caller's numbering is shifted, not the stream."""
-    kw: dict[str, Any] = dict(num_samples=300, chunk_size=64, seed=3)
-    reference = ReweightSampler(40, **kw)
-    epoch0, epoch1 = list(reference), list(reference)
-    sampler = ReweightSampler(40, **kw)
-    it = iter(sampler)
-    head = [next(it) for _ in range(100)]
-    sampler.align_epoch(4)
-    assert (sampler.epoch, sampler.epoch_offset, sampler.draws_yielded) == (0, 4, 100)
-    sampler.set_epoch(4)  # the epoch under way: position kept
-    assert head + list(iter(sampler)) == epoch0
-    sampler.set_epoch(5)  # the caller's next epoch is the stream's epoch 1
-    assert sampler.epoch == 1
-    assert list(sampler) == epoch1
-    sampler.set_epoch(0)  # below the offset: the caller restarted its count
-    assert (sampler.epoch, sampler.epoch_offset) == (0, 0)
-    assert list(sampler) == epoch0
-
-
-def test_epoch_offset_survives_a_state_round_trip_and_old_states_load() -> None:
-    kw: dict[str, Any] = dict(num_samples=300, chunk_size=64, seed=3)
-    original = ReweightSampler(40, **kw)
-    it = iter(original)
-    [next(it) for _ in range(70)]
-    original.align_epoch(2)
-    state = original.state_dict()
-    assert state["version"] == 2 and state["epoch_offset"] == 2
-    restored = ReweightSampler(40, **kw)
-    restored.load_state_dict(state)
-    assert (restored.epoch, restored.epoch_offset) == (0, 2)
-    restored.set_epoch(2)  # Lightning's epoch number for the epoch under way
-    original.set_epoch(2)
-    assert list(restored) == list(it)
-    # a version-1 state (no epoch_offset) restores with offset 0
-    old = {k: v for k, v in state.items() if k != "epoch_offset"}
-    old["version"] = 1
-    legacy = ReweightSampler(40, **kw)
-    legacy.load_state_dict(old)
-    assert (legacy.epoch, legacy.epoch_offset, legacy.draws_yielded) == (0, 0, 70)
+def test_the_chunked_stream_api_is_gone() -> None:
+    with pytest.raises(TypeError):
+        ReweightSampler(10, chunk_size=4)  # type: ignore[call-arg]
+    sampler = ReweightSampler(10)
+    for name in ("chunk_size", "update_lag", "align_epoch", "epoch_offset"):
+        assert not hasattr(sampler, name), name
+    with pytest.raises(TypeError):
+        sampler.state_dict(consumed=0)  # type: ignore[call-arg]
+    assert sampler.state_dict()["version"] == 3
+    assert "update_lag" not in sampler.stats()
 
 
 def test_load_state_rejects_corrupt_factors() -> None:
@@ -1241,7 +1913,7 @@ def test_load_state_rejects_corrupt_factors() -> None:
         np.testing.assert_array_equal(all_q(sampler), before)
 
 
-# ---------------------------------------------------------------- 11. stats
+# ---------------------------------------------------------------- 12. stats
 
 
 def _direct_stats(q: np.ndarray) -> dict[str, float]:
@@ -1276,7 +1948,6 @@ def test_stats_agree_with_probabilities(kind: str) -> None:
         "max_prob",
         "reachable_items",
         "domain_probs",
-        "update_lag",
     }
     assert expected_keys <= set(stats)
     for key in ("ess", "entropy", "max_min_ratio", "max_prob"):
@@ -1285,7 +1956,6 @@ def test_stats_agree_with_probabilities(kind: str) -> None:
     assert stats["entropy_fraction"] == pytest.approx(direct["entropy"] / math.log(n), rel=1e-6)
     assert stats["reachable_items"] == n
     np.testing.assert_allclose(stats["domain_probs"], sampler.domain_probs)
-    assert stats["update_lag"] == sampler.update_lag
     # stats is a pure read
     np.testing.assert_array_equal(all_q(sampler), q)
 
@@ -1349,7 +2019,7 @@ def test_stats_stay_exact_between_updates(kind: str, block_size: int) -> None:
         assert stats["reachable_items"] == direct["reachable_items"]
 
 
-# ---------------------------------------------------------------- 12. property-based
+# ---------------------------------------------------------------- 13. property-based
 
 # Factors are multiples of 1/8 up to 10 (exact in float32, ratios bounded), so the brute force
 # recomputation is exact up to float64 summation order.
