@@ -347,11 +347,13 @@ class DynamicWeights:
             hint="r is the softmax temperature of the loss weights: give a finite r > 0 at "
             "every progress (strategy='uniform' gives uniform weights).",
         )
-        check_int("DynamicWeights.burn_in_steps", self.burn_in_steps, minimum=0)
-        check_choice("DynamicWeights.priority", self.priority, PRIORITY_METHODS, "priorities")
-        check_priority_params(
-            self.priority, self.pressure, self.temperature, self.floor, prefix="DynamicWeights."
+        check_int(
+            "DynamicWeights.burn_in_steps",
+            self.burn_in_steps,
+            minimum=0,
+            hint="the optimizer steps of uniform weights first (0: none).",
         )
+        check_choice("DynamicWeights.priority", self.priority, PRIORITY_METHODS, "priorities")
         check_range(
             "DynamicWeights.floor",
             self.floor,
@@ -360,10 +362,23 @@ class DynamicWeights:
             hint="the smallest priority relative to the largest must be positive (0 would make "
             "items unreachable) and a normal float32 (the sampler stores priorities as float32).",
         )
+        check_priority_params(
+            self.priority, self.pressure, self.temperature, self.floor, prefix="DynamicWeights."
+        )
         check_table_params(self.decay, self.prior, None, prefix="DynamicWeights.")
         if self.relax_steps is not None:
-            check_int("DynamicWeights.relax_steps", self.relax_steps, minimum=1)
-        check_int("DynamicWeights.refresh_every", self.refresh_every, minimum=1)
+            check_int(
+                "DynamicWeights.relax_steps",
+                self.relax_steps,
+                minimum=1,
+                hint="the relaxation time constant in steps, or None for no relaxation.",
+            )
+        check_int(
+            "DynamicWeights.refresh_every",
+            self.refresh_every,
+            minimum=1,
+            hint="the steps between full refreshes of every item's priority.",
+        )
         if self.cap_z is not None:
             check_range(
                 "DynamicWeights.cap_z",
@@ -393,7 +408,9 @@ def _as_schedule(value: Any) -> Callable[[float], float]:
 
 
 def _check_total_steps(value: Any) -> int:
-    return check_int("total_steps", value, minimum=1)
+    return check_int(
+        "total_steps", value, minimum=1, hint="give the run's length in optimizer steps."
+    )
 
 
 def _sampler_probs(probs: np.ndarray) -> np.ndarray:

@@ -95,7 +95,12 @@ BAD: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         ValueError,
         "DynamicWeights.r",
     ),
-    ("dyn-r-callable-raises", _dyn(r=lambda p: 1.0 / (p - 0.5)), ValueError, "DynamicWeights.r"),
+    (
+        "dyn-r-callable-raises",
+        _dyn(r=lambda p: 1.0 / (p - 0.5) ** 2),
+        ValueError,
+        "DynamicWeights.r",
+    ),
     ("dyn-r-callable-type", _dyn(r=lambda p: "x"), TypeError, "DynamicWeights.r"),
     ("dyn-burn-in-negative", _dyn(burn_in_steps=-1), ValueError, "DynamicWeights.burn_in_steps"),
     ("dyn-burn-in-float", _dyn(burn_in_steps=2.5), TypeError, "DynamicWeights.burn_in_steps"),

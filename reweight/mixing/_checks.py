@@ -50,12 +50,13 @@ def check_real(name: str, value: Any, *, finite: bool = True) -> float:
     return out
 
 
-def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """``value`` as an int >= ``minimum`` (bools rejected)."""
+def check_int(name: str, value: Any, *, minimum: int, hint: str = "") -> int:
+    """``value`` as an int >= ``minimum`` (bools rejected); ``hint`` is added to errors."""
+    end = f"; {hint}" if hint else "."
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}){end}")
     if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}.")
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}{end}")
     return int(value)
 
 

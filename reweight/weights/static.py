@@ -47,7 +47,9 @@ def check_static_params(
         )
     bounds: tuple[float, float] | None = None
     if clip is not None:
-        if isinstance(clip, (str, bytes)) or not isinstance(clip, (numbers.Real, Sequence)):
+        if isinstance(clip, (str, bytes)) or not isinstance(
+            clip, (numbers.Real, Sequence, np.ndarray)
+        ):
             raise TypeError(
                 f"{prefix}clip must be None, a number c > 0 or a pair (low, high), got {clip!r}."
             )
@@ -62,7 +64,7 @@ def check_static_params(
         else:
             if len(clip) != 2:
                 raise ValueError(
-                    f"{prefix}clip must be a pair (low, high) or a number, got {list(clip)!r}."
+                    f"{prefix}clip must be a pair (low, high) or a number, got {clip!r}."
                 )
             low = _real(f"{prefix}clip low", clip[0])
             high = _real(f"{prefix}clip high", clip[1])
@@ -115,7 +117,8 @@ def static_factor(
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"log_weights has {int(bad.sum())} non-finite value(s) (first at item {first}: "
-            f"{logw[first]!r}); replace them or use `clip` after masking them to finite values."
+            f"{float(logw[first])!r}); replace them or use `clip` after masking them to finite "
+            "values."
         )
     beta, bounds, floor = check_static_params(beta, clip, floor)
     if bounds is not None:
