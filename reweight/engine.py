@@ -280,8 +280,9 @@ class DynamicWeights:
     Args:
         strategy: in-batch strategy of :func:`reweight.weights.loss_weights` ("linupper",
             "quadratic", "extremes", "upper", "hard", "uniform", or a registered name).
-        r: the strategy's temperature: a number, a schedule (a callable of training progress),
-            or a spec for :func:`reweight.mixing.make_schedule`. Sow et al. use r = 0.4 late.
+        r: the strategy's temperature, finite and > 0 at every progress: a number, a schedule
+            (a callable of training progress), or a spec for
+            :func:`reweight.mixing.make_schedule`. Sow et al. use r = 0.4 late.
         burn_in_steps: optimizer steps of uniform weights first (Sow et al. use 1,000).
         mode: ``"weight"`` multiplies losses by the in-batch weights; ``"sample"`` draws items
             by their loss-table priority (the priorities define the target, as in online batch
@@ -448,6 +449,13 @@ class Reweighter:
             mean 1 in expectation and unbiased (the in-batch strategy weights stay mean 1).
         seed, num_samples, infinite, chunk_size, block_size: passed to :class:`ReweightSampler`.
         realised_decay: decay of the moving averages of realised domain shares and domain losses.
+
+    Raises:
+        ValueError: any invalid field of any source (TypeError for a wrong type), at
+            construction: the message names the field, shows the value and says how to fix it.
+            Schedules and domain rules are evaluated on a grid of training progress in [0, 1]
+            (0, 1/64, ..., 1 and their breakpoints), so no later ``reduce``/``step`` fails
+            because of the configuration; and a ``reduce``/``step`` that raises changes nothing.
 
     Example:
         >>> import torch
