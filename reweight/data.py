@@ -24,7 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, IterableDataset
 
-__all__ = ["IndexedDataset", "require_index"]
+__all__ = ["IndexedDataset", "ItemIndexError", "require_index"]
+
+
+class ItemIndexError(ValueError, IndexError):
+    """An item index outside the dataset: a ValueError like every other bad input of the
+    library, and an IndexError so that Python's sequence protocol (``for x in dataset``,
+    ``list(dataset)``) still stops at the end (numpy's ``AxisError`` does the same)."""
 
 
 def _as_int(value: Any) -> int | None:
@@ -373,7 +379,10 @@ class IndexedDataset(Dataset[dict[str, Any]]):
         if i < 0:
             i += self._len
         if not 0 <= i < self._len:
-            raise IndexError(f"index {index} is out of range for a dataset of {self._len} items.")
+            raise ItemIndexError(
+                f"index {index} is out of range for a dataset of {self._len} items; indices must "
+                f"lie in -{self._len}..{self._len - 1}."
+            )
         item = self.dataset[i]
         domain = None if self._domains is None else int(self._domains[i])
         if isinstance(item, Mapping):

@@ -6,6 +6,7 @@ No Lightning import: a plain PyTorch loop uses it directly (see README).
 from __future__ import annotations
 
 import json
+import numbers
 import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -19,10 +20,33 @@ import torch
 from reweight import distributed
 from reweight.data import require_index
 from reweight.metrics import weight_summary
-from reweight.mixing import DomainRule, FixedMixture, make_rule, make_schedule
+from reweight.mixing import (
+    DomainRule,
+    FixedMixture,
+    check_rule,
+    check_schedule,
+    make_rule,
+    make_schedule,
+)
+from reweight.mixing._checks import (
+    FLOAT32_TINY,
+    as_float_array,
+    check_choice,
+    check_int,
+    check_range,
+    check_weights,
+    named,
+)
 from reweight.sampler import ReweightSampler
-from reweight.table import LossTable
-from reweight.weights import cap_losses, get_strategy, loss_weights, static_factor, strategy_at
+from reweight.table import PRIORITY_METHODS, LossTable, check_priority_params, check_table_params
+from reweight.weights import (
+    cap_losses,
+    check_static_params,
+    get_strategy,
+    loss_weights,
+    static_factor,
+    strategy_at,
+)
 
 __all__ = ["DomainMixing", "DomainWeights", "DynamicWeights", "Reweighter", "StaticWeights"]
 
@@ -49,9 +73,39 @@ _STATE_KEYS = (
 )
 
 
-def _check_mode(source: str, mode: str, valid: Sequence[str] = _MODES) -> None:
-    if mode not in valid:
-        raise ValueError(f"{source} mode {mode!r} is unknown; valid modes: {', '.join(valid)}.")
+def _check_mode(source: str, mode: Any, valid: Sequence[str] = _MODES) -> None:
+    check_choice(f"{source}.mode", mode, valid, "modes")
+
+
+def _check_path_or_array(name: str, value: Any) -> None:
+    """A ``.npy`` path or an array-like of numbers (read later, when the data's length is known)."""
+    if isinstance(value, (str, Path, torch.Tensor, np.ndarray)):
+        return
+    if isinstance(value, (Mapping, bytes)) or not isinstance(value, (Sequence, numbers.Real)):
+        raise TypeError(
+            f"{name} must be a .npy path or an array of numbers (one per item), got "
+            f"{type(value).__name__}."
+        )
+
+
+def _check_rule_spec(name: str, spec: Any, *, temperature: bool) -> None:
+    """A domain rule, a :func:`reweight.mixing.make_rule` spec, or (``temperature``) a τ."""
+    if isinstance(spec, (DomainRule, Mapping, str)):
+        return
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
+        check_range(
+            name,
+            spec,
+            low=0.0,
+            low_open=True,
+            finite=False,
+            hint="a number is a sampling temperature τ > 0 (1 = natural, inf = uniform).",
+        )
+        return
+    raise TypeError(
+        f"{name} must be a DomainRule, a make_rule spec such as {{'kind': 'cooldown'}}, a kind "
+        f"name{', or a temperature τ' if temperature else ''}; got {spec!r}."
+    )
 
 
 @dataclass(frozen=True)
@@ -77,6 +131,16 @@ class StaticWeights:
     floor: float = 1e-6
     mode: Mode = "sample"
 
+    def validate(self) -> None:
+        """Checks every field that can be checked without the data (the log weights are read,
+        and checked against the number of items, by the Reweighter); raises ValueError (TypeError
+        for a wrong type) naming the field, showing the value and saying how to fix it."""
+        _check_mode("StaticWeights", self.mode)
+        check_static_params(
+            self.beta, self.clip, self.floor, prefix="StaticWeights.", positive_floor=True
+        )
+        _check_path_or_array("StaticWeights.log_weights", self.log_weights)
+
     def load(self) -> np.ndarray:
         """The log weights as a float64 array (reading the ``.npy`` file if a path was given)."""
         source = self.log_weights
@@ -91,8 +155,16 @@ class StaticWeights:
 
     def factor(self) -> np.ndarray:
         """a_i = exp(β · clip(log w_i)), max 1, floored (see ``reweight.weights.static_factor``)."""
-        _check_mode("static", self.mode)
-        return static_factor(self.load(), self.beta, self.clip, self.floor)
+        self.validate()
+        with named("StaticWeights.log_weights"):
+            factor = static_factor(self.load(), self.beta, self.clip, self.floor)
+        if factor.min() < FLOAT32_TINY:
+            raise ValueError(
+                f"StaticWeights.floor={self.floor!r} lets factors fall to {float(factor.min())!r}, "
+                f"below float32's smallest normal number {FLOAT32_TINY:.3g} (the sampler stores "
+                "factors as float32); raise the floor or lower beta."
+            )
+        return factor
 
 
 @dataclass(frozen=True)
@@ -109,24 +181,53 @@ class DomainWeights:
     probs: Sequence[float] | Mapping[str, float] | np.ndarray
     mode: Mode = "sample"
 
+    def validate(self) -> None:
+        """Checks the fields without the data: ``mode`` and that ``probs`` are finite, >= 0 and
+        not all zero (names and length are checked by :meth:`resolve`)."""
+        _check_mode("DomainWeights", self.mode)
+        if isinstance(self.probs, Mapping):
+            keys = [key for key in self.probs if not isinstance(key, str)]
+            if keys:
+                raise TypeError(
+                    f"DomainWeights.probs keys must be domain names (strings), got {keys[0]!r}; "
+                    "give a sequence to address domains by id."
+                )
+            values = [self.probs[key] for key in self.probs]
+            for key, value in zip(self.probs, values, strict=True):
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise TypeError(
+                        f"DomainWeights.probs[{key!r}] must be a number, got {value!r}."
+                    )
+            check_weights("DomainWeights.probs", values)
+        elif isinstance(self.probs, (str, bytes)) or not isinstance(
+            self.probs, (Sequence, np.ndarray, torch.Tensor)
+        ):
+            raise TypeError(
+                "DomainWeights.probs must be a sequence (one weight per domain) or a mapping "
+                f"from domain name to weight, got {self.probs!r}."
+            )
+        else:
+            check_weights("DomainWeights.probs", self.probs)
+
     def resolve(self, names: Sequence[str]) -> np.ndarray:
         """π as an array ordered like ``names`` (not normalised)."""
-        _check_mode("domain", self.mode)
+        self.validate()
         if isinstance(self.probs, Mapping):
             unknown = sorted(set(self.probs) - set(names))
             if unknown:
                 raise ValueError(
-                    f"domain probabilities name unknown domain(s) {unknown}; known domains: "
+                    f"DomainWeights.probs name unknown domain(s) {unknown}; known domains: "
                     f"{list(names)}."
                 )
-            return np.array([float(self.probs.get(n, 0.0)) for n in names])
-        array = np.asarray(self.probs, dtype=np.float64).reshape(-1)
-        if array.size != len(names):
-            raise ValueError(
-                f"{array.size} domain probabilities for {len(names)} domains {list(names)}; "
-                "give one per domain, or a mapping from name to probability."
-            )
-        return array
+            array = np.array([float(self.probs.get(n, 0.0)) for n in names])
+        else:
+            array = as_float_array("DomainWeights.probs", self.probs)
+            if array.size != len(names):
+                raise ValueError(
+                    f"DomainWeights.probs has {array.size} entries for {len(names)} domains "
+                    f"{list(names)}; give one per domain, or a mapping from name to probability."
+                )
+        return check_weights("DomainWeights.probs", array, len(names))
 
 
 @dataclass(frozen=True)
@@ -160,6 +261,29 @@ class DomainMixing:
     sample_rule: Any = None
     reference: Any = None
 
+    def validate(self) -> None:
+        """Checks the fields without the data: ``mode``, the kinds of ``rule`` and
+        ``sample_rule`` (only and always with ``mode="hybrid"``) and of ``reference``. The rules'
+        probabilities over training progress are checked by the Reweighter, which knows the
+        domains."""
+        _check_mode("DomainMixing", self.mode, _MIXING_MODES)
+        _check_rule_spec("DomainMixing.rule", self.rule, temperature=True)
+        if self.mode == "hybrid":
+            if self.sample_rule is None:
+                raise ValueError(
+                    "DomainMixing.sample_rule is missing: hybrid domain mixing needs sample_rule "
+                    "(what to draw from, e.g. a temperature τ such as 3.0) besides rule (what to "
+                    "correct the loss to)."
+                )
+            _check_rule_spec("DomainMixing.sample_rule", self.sample_rule, temperature=True)
+        elif self.sample_rule is not None:
+            raise ValueError(
+                f"DomainMixing.sample_rule is only used by mode='hybrid' (mode is "
+                f"{self.mode!r}); drop it or switch the mode."
+            )
+        if self.reference is not None:
+            _check_path_or_array("DomainMixing.reference", self.reference)
+
 
 @dataclass(frozen=True)
 class DynamicWeights:
@@ -169,8 +293,9 @@ class DynamicWeights:
     Args:
         strategy: in-batch strategy of :func:`reweight.weights.loss_weights` ("linupper",
             "quadratic", "extremes", "upper", "hard", "uniform", or a registered name).
-        r: the strategy's temperature: a number, a schedule (a callable of training progress),
-            or a spec for :func:`reweight.mixing.make_schedule`. Sow et al. use r = 0.4 late.
+        r: the strategy's temperature, finite and > 0 at every progress: a number, a schedule
+            (a callable of training progress), or a spec for
+            :func:`reweight.mixing.make_schedule`. Sow et al. use r = 0.4 late.
         burn_in_steps: optimizer steps of uniform weights first (Sow et al. use 1,000).
         mode: ``"weight"`` multiplies losses by the in-batch weights; ``"sample"`` draws items
             by their loss-table priority (the priorities define the target, as in online batch
@@ -215,19 +340,70 @@ class DynamicWeights:
     correction: bool = True
 
     def validate(self) -> None:
-        """Checks every field; raises ValueError naming the bad value and the fix."""
-        _check_mode("dynamic", self.mode, _DYNAMIC_MODES)
-        get_strategy(self.strategy)
-        if self.priority not in ("rank", "softmax"):
-            raise ValueError(
-                f"dynamic priority {self.priority!r} is unknown; valid: rank, softmax."
+        """Checks every field; raises ValueError (TypeError for a wrong type) naming the field,
+        showing the bad value and saying how to fix it. A schedule ``r`` is checked on a grid of
+        training progress in [0, 1]."""
+        _check_mode("DynamicWeights", self.mode, _DYNAMIC_MODES)
+        if not (isinstance(self.strategy, str) or callable(self.strategy)):
+            raise TypeError(
+                f"DynamicWeights.strategy must be a strategy name or a callable, got "
+                f"{self.strategy!r}."
             )
-        if int(self.burn_in_steps) != self.burn_in_steps or self.burn_in_steps < 0:
-            raise ValueError(f"burn_in_steps must be an integer >= 0, got {self.burn_in_steps!r}.")
-        if int(self.refresh_every) != self.refresh_every or self.refresh_every < 1:
-            raise ValueError(f"refresh_every must be an integer >= 1, got {self.refresh_every!r}.")
-        if self.cap_z is not None and not self.cap_z > 0:
-            raise ValueError(f"cap_z must be > 0 (or None to disable), got {self.cap_z!r}.")
+        with named("DynamicWeights.strategy"):
+            get_strategy(self.strategy)
+        with named("DynamicWeights.r"):
+            schedule = _as_schedule(self.r)
+        check_schedule(
+            "DynamicWeights.r",
+            schedule,
+            low=0.0,
+            low_open=True,
+            hint="r is the softmax temperature of the loss weights: give a finite r > 0 at "
+            "every progress (strategy='uniform' gives uniform weights).",
+        )
+        check_int(
+            "DynamicWeights.burn_in_steps",
+            self.burn_in_steps,
+            minimum=0,
+            hint="the optimizer steps of uniform weights first (0: none).",
+        )
+        check_choice("DynamicWeights.priority", self.priority, PRIORITY_METHODS, "priorities")
+        check_range(
+            "DynamicWeights.floor",
+            self.floor,
+            low=FLOAT32_TINY,
+            high=1.0,
+            hint="the smallest priority relative to the largest must be positive (0 would make "
+            "items unreachable) and a normal float32 (the sampler stores priorities as float32).",
+        )
+        check_priority_params(
+            self.priority, self.pressure, self.temperature, self.floor, prefix="DynamicWeights."
+        )
+        check_table_params(self.decay, self.prior, None, prefix="DynamicWeights.")
+        if self.relax_steps is not None:
+            check_int(
+                "DynamicWeights.relax_steps",
+                self.relax_steps,
+                minimum=1,
+                hint="the relaxation time constant in steps, or None for no relaxation.",
+            )
+        check_int(
+            "DynamicWeights.refresh_every",
+            self.refresh_every,
+            minimum=1,
+            hint="the steps between full refreshes of every item's priority.",
+        )
+        if self.cap_z is not None:
+            check_range(
+                "DynamicWeights.cap_z",
+                self.cap_z,
+                low=0.0,
+                low_open=True,
+                finite=False,
+                hint="give the number of standard deviations above the mean, or None.",
+            )
+        if not isinstance(self.correction, (bool, np.bool_)):
+            raise TypeError(f"DynamicWeights.correction must be a bool, got {self.correction!r}.")
 
 
 def _describe(value: Any) -> Any:
@@ -248,22 +424,24 @@ def _draw_steps(sampler_state: Any) -> np.ndarray | None:
         return None
 
 
-def _valid_total_steps(value: Any) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not np.isfinite(value)
-        or int(value) != value
-        or value < 1
-    ):
-        raise ValueError(f"total_steps must be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
 def _as_schedule(value: Any) -> Callable[[float], float]:
     if callable(value):
         return value
     return make_schedule(value)
+
+
+def _check_total_steps(value: Any) -> int:
+    return check_int(
+        "total_steps", value, minimum=1, hint="give the run's length in optimizer steps."
+    )
+
+
+def _sampler_probs(probs: np.ndarray) -> np.ndarray:
+    """π normalised, with shares below float32's smallest normal number set to 0: the sampler
+    stores π as float32 and rejects such values (a temperature near 0 or an online rule without
+    a floor can produce them); a share that small is never drawn anyway."""
+    out = np.asarray(probs, dtype=np.float64) / float(np.sum(probs))
+    return np.where(out < FLOAT32_TINY, 0.0, out)
 
 
 class Reweighter:
@@ -293,6 +471,13 @@ class Reweighter:
             mean 1 in expectation and unbiased (the in-batch strategy weights stay mean 1).
         seed, num_samples, infinite, block_size: passed to :class:`ReweightSampler`.
         realised_decay: decay of the moving averages of realised domain shares and domain losses.
+
+    Raises:
+        ValueError: any invalid field of any source (TypeError for a wrong type), at
+            construction: the message names the field, shows the value and says how to fix it.
+            Schedules and domain rules are evaluated on a grid of training progress in [0, 1]
+            (0, 1/64, ..., 1 and their breakpoints), so no later ``reduce``/``step`` fails
+            because of the configuration; and a ``reduce``/``step`` that raises changes nothing.
 
     Example:
         >>> import torch
@@ -324,6 +509,44 @@ class Reweighter:
         block_size: int = 16,
         realised_decay: float = 0.98,
     ) -> None:
+        # ---- 1. every check that needs only the configuration, before anything is built
+        check_range(
+            "realised_decay",
+            realised_decay,
+            low=0.0,
+            high=1.0,
+            high_open=True,
+            hint="it is the decay of the moving averages of realised domain shares and losses.",
+        )
+        check_choice("nonfinite", nonfinite, _NONFINITE)
+        if total_steps is not None:
+            _check_total_steps(total_steps)
+        if domain_names is not None:
+            if isinstance(domain_names, (str, bytes)) or not isinstance(domain_names, Sequence):
+                raise TypeError(
+                    f"domain_names must be a sequence of names, one per domain, got "
+                    f"{domain_names!r}."
+                )
+            duplicates = sorted({str(x) for x in domain_names if list(domain_names).count(x) > 1})
+            if duplicates:
+                raise ValueError(
+                    f"domain_names must be unique, {duplicates} appear more than once."
+                )
+        for label, source, kinds in (
+            ("static", static, (StaticWeights,)),
+            ("domain_weights", domain_weights, (DomainWeights, DomainMixing)),
+            ("dynamic", dynamic, (DynamicWeights,)),
+        ):
+            if source is not None and not isinstance(source, kinds):
+                raise TypeError(
+                    f"{label} must be {' or '.join(kind.__name__ for kind in kinds)} (or None), "
+                    f"got {type(source).__name__}."
+                )
+        for source in (static, domain_weights, dynamic):
+            if source is not None:
+                source.validate()
+
+        # ---- 2. the data's layout: the sampler parses and checks it
         sampler = ReweightSampler(
             num_items,
             domains=domains,
@@ -334,15 +557,27 @@ class Reweighter:
             block_size=block_size,
         )
         k = sampler.num_domains
+        n = sampler.num_items
+        sizes = sampler.domain_sizes
         names = [str(i) for i in range(k)] if domain_names is None else list(domain_names)
         if len(names) != k:
-            raise ValueError(f"{len(names)} domain names for {k} domains; give one per domain.")
-        if not 0 <= realised_decay < 1:
-            raise ValueError(f"realised_decay must lie in [0, 1), got {realised_decay!r}.")
-        if nonfinite not in _NONFINITE:
-            raise ValueError(f"nonfinite={nonfinite!r} is unknown; valid: {', '.join(_NONFINITE)}.")
-        if dynamic is not None:
-            dynamic.validate()
+            raise ValueError(
+                f"domain_names has {len(names)} names for {k} domains; give one per domain."
+            )
+
+        # ---- 3. every check that needs the layout, before any weight is set
+        target_factor = np.ones(n)
+        if static is not None:
+            target_factor = static.factor()
+            if target_factor.size != n:
+                raise ValueError(
+                    f"StaticWeights.log_weights has {target_factor.size} entries for {n} items; "
+                    "give one per item, in dataset order."
+                )
+        mode, target_rule, sample_rule, reference = self._domain_rules(domain_weights, sizes, names)
+        r_schedule = None if dynamic is None else _as_schedule(dynamic.r)
+
+        # ---- 4. build
         self.sampler = sampler
         self.domain_names = names
         self.static = static
@@ -350,71 +585,28 @@ class Reweighter:
         self.dynamic = dynamic
         self.nonfinite = nonfinite
         self.self_normalize = bool(self_normalize)
-        self.realised_decay = realised_decay
-        self.total_steps = None if total_steps is None else _valid_total_steps(total_steps)
+        self.realised_decay = float(realised_decay)
+        self.total_steps = None if total_steps is None else _check_total_steps(total_steps)
         self.global_step = 0
-        n = sampler.num_items
-        sizes = sampler.domain_sizes
         self._natural = sampler.natural_probs()
 
         # ---- domain rules: what p targets and what q samples
-        mixing = domain_weights
-        mode: str = "sample"
-        self._target_rule: DomainRule | None = None
-        self._sample_rule: DomainRule | None = None
-        self._reference: np.ndarray | None = None
-        if isinstance(mixing, DomainWeights):
-            mode = mixing.mode
-            self._target_rule = FixedMixture(mixing.resolve(names))
-        elif isinstance(mixing, DomainMixing):
-            mode = mixing.mode
-            _check_mode("domain mixing", mode, _MIXING_MODES)
-            self._target_rule = self._resolve_rule(mixing.rule, sizes, names)
-            if mode == "hybrid":
-                if mixing.sample_rule is None:
-                    raise ValueError(
-                        "hybrid domain mixing needs sample_rule (what to draw from, e.g. a "
-                        "temperature τ such as 3.0) besides rule (what to correct the loss to)."
-                    )
-                self._sample_rule = self._resolve_rule(mixing.sample_rule, sizes, names)
-            elif mixing.sample_rule is not None:
-                raise ValueError(
-                    f"sample_rule is only used by mode='hybrid' (mode is {mode!r}); drop it or "
-                    "switch the mode."
-                )
-            if mixing.reference is not None:
-                self._reference = StaticWeights(mixing.reference).load()
-                if self._reference.size != n or not np.isfinite(self._reference).all():
-                    raise ValueError(
-                        f"reference losses must be {n} finite values, one per item "
-                        f"(got {self._reference.size} values)."
-                    )
-        elif mixing is not None:
-            raise TypeError(
-                f"domain_weights must be DomainWeights or DomainMixing, got {type(mixing)}."
-            )
-        if mode == "sample":
-            self._sample_rule = self._target_rule
+        self._target_rule: DomainRule | None = target_rule
+        self._sample_rule: DomainRule | None = sample_rule
+        self._reference: np.ndarray | None = reference
         self._mixing_mode = mode
         self._needs_progress = any(
             rule is not None and not isinstance(rule, FixedMixture)
             for rule in (self._target_rule, self._sample_rule)
         ) or (dynamic is not None and not isinstance(dynamic.r, (int, float)))
-        self._r_schedule = None if dynamic is None else _as_schedule(dynamic.r)
+        self._r_schedule = r_schedule
         self._target_probs = self._natural.copy()
         self._sampled_request: np.ndarray | None = None
         self._apply_domain_probs()
 
         # ---- item factors: a (static) and b (dynamic priorities)
         self._target_static: np.ndarray | None = None  # a_t when it differs from the sampler's
-        target_factor = np.ones(n)
         if static is not None:
-            target_factor = static.factor()
-            if target_factor.size != n:
-                raise ValueError(
-                    f"static log weights have {target_factor.size} entries for {n} items; "
-                    "give one per item, in dataset order."
-                )
             if static.mode == "sample":
                 sampler.set_static(target_factor)
             else:
@@ -455,17 +647,86 @@ class Reweighter:
     # ------------------------------------------------------------------ construction helpers
 
     @staticmethod
-    def _resolve_rule(spec: Any, sizes: np.ndarray, names: list[str]) -> DomainRule:
+    def _resolve_rule(name: str, spec: Any, sizes: np.ndarray, names: list[str]) -> DomainRule:
         if isinstance(spec, DomainRule):
             if spec.num_domains != len(names):
                 raise ValueError(
-                    f"the domain rule has {spec.num_domains} domains but the data has "
+                    f"{name} has {spec.num_domains} domains but the data has "
                     f"{len(names)} ({names}); build the rule for these domains."
                 )
             return spec
-        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
             spec = {"kind": "temperature", "tau": float(spec)}
-        return make_rule(spec, sizes, names)
+        with named(name):
+            return make_rule(spec, sizes, names)
+
+    @classmethod
+    def _domain_rules(
+        cls, mixing: DomainWeights | DomainMixing | None, sizes: np.ndarray, names: list[str]
+    ) -> tuple[str, DomainRule | None, DomainRule | None, np.ndarray | None]:
+        """Builds and checks the domain rules: (mode, target rule, sample rule, reference).
+
+        π_p and π_q are checked on a grid of training progress in [0, 1]: finite, >= 0, not all
+        zero, one per domain; π_q must put mass on a domain that has items; and in the modes that
+        draw from another distribution than the target (weight, hybrid) every domain that can be
+        drawn must have a positive target probability, or a batch of its items would have no
+        loss weight at all.
+        """
+        if mixing is None:
+            return "sample", None, None, None
+        k = len(names)
+        mode = mixing.mode
+        reference: np.ndarray | None = None
+        sample: DomainRule | None = None
+        if isinstance(mixing, DomainWeights):
+            target_name = sample_name = "DomainWeights.probs"
+            with named(target_name):
+                target: DomainRule = FixedMixture(mixing.resolve(names))
+        else:
+            target_name, sample_name = "DomainMixing.rule", "DomainMixing.sample_rule"
+            target = cls._resolve_rule(target_name, mixing.rule, sizes, names)
+            if mode == "hybrid":
+                sample = cls._resolve_rule(sample_name, mixing.sample_rule, sizes, names)
+            if mixing.reference is not None:
+                with named("DomainMixing.reference"):
+                    reference = StaticWeights(mixing.reference).load()
+                n = int(sizes.sum())
+                bad = ~np.isfinite(reference)
+                if reference.size != n or bad.any():
+                    example = f"; e.g. {float(reference[bad][0])!r}" if bad.any() else ""
+                    raise ValueError(
+                        f"DomainMixing.reference must hold {n} finite losses, one per item in "
+                        f"dataset order (got {reference.size} values{example})."
+                    )
+        if mode == "sample":
+            sample, sample_name = target, target_name
+        extra = () if sample is None else sample.breakpoints()
+        targets = check_rule(target_name, target, k, extra)
+        if sample is None:  # weight mode draws the natural mixture
+            samples = [(at, sizes / float(sizes.sum())) for at, _ in targets]
+            sample_name = "the natural mixture"
+        elif sample is target:
+            samples = targets
+        else:
+            samples = check_rule(sample_name, sample, k, target.breakpoints())
+        for (at, pi_p), (_, pi_q) in zip(targets, samples, strict=True):
+            drawn = _sampler_probs(pi_q) > 0
+            if not (drawn & (sizes > 0)).any():
+                raise ValueError(
+                    f"{sample_name} puts all its probability on domains without items at "
+                    f"progress {at:g} ({pi_q.tolist()}; domain sizes {sizes.tolist()}); give a "
+                    "domain that has items a positive probability."
+                )
+            starved = drawn & (sizes > 0) & ~(pi_p > 0)
+            if mode != "sample" and starved.any():
+                d = int(np.flatnonzero(starved)[0])
+                raise ValueError(
+                    f"{target_name} gives domain {names[d]!r} probability 0 at progress {at:g}, "
+                    f"but mode={mode!r} still draws it (from {sample_name}), so a batch of its "
+                    "items would have no loss weight; give every drawn domain a positive "
+                    "probability, or use mode='sample' to leave domains out."
+                )
+        return mode, target, sample, reference
 
     @classmethod
     def from_dataset(cls, dataset: Any, **kwargs: Any) -> Reweighter:
@@ -521,10 +782,16 @@ class Reweighter:
         longer ``max_steps``) warns with both values: schedules then read progress against the
         new length from the current step on.
         """
-        total = _valid_total_steps(total_steps)
-        if self.total_steps is not None and total != self.total_steps:
+        total = _check_total_steps(total_steps)
+        old = self.total_steps
+        self.total_steps = total
+        try:
+            probs = self._domain_probs(self.progress)  # raises before anything changes
+        finally:
+            self.total_steps = old
+        if old is not None and total != old:
             warnings.warn(
-                f"the run's length changes from {self.total_steps} to {total} optimizer steps at "
+                f"the run's length changes from {old} to {total} optimizer steps at "
                 f"step {self.global_step}; schedules now read progress as step / {total} "
                 "(a resumed run with another max_steps: the schedule is not the one an "
                 "uninterrupted run of either length would follow).",
@@ -532,7 +799,7 @@ class Reweighter:
                 stacklevel=2,
             )
         self.total_steps = total
-        self._apply_domain_probs()
+        self._apply_domain_probs(probs)
 
     @property
     def needs_total_steps(self) -> bool:
@@ -543,9 +810,12 @@ class Reweighter:
     @property
     def progress(self) -> float:
         """Training progress in [0, 1]: ``global_step / total_steps`` (0 until it is known)."""
+        return self._progress_at(self.global_step)
+
+    def _progress_at(self, step: int) -> float:
         if self.total_steps is None:
             return 0.0
-        return min(1.0, self.global_step / self.total_steps)
+        return min(1.0, step / self.total_steps)
 
     # ------------------------------------------------------------------ item factors
 
@@ -562,23 +832,45 @@ class Reweighter:
             t = t * dynamic
         return np.bincount(self._item_domains(items), weights=t, minlength=k)
 
-    def _apply_domain_probs(self) -> None:
-        """Sets π_p and π_q for the current progress (π_q goes to the sampler when it changes)."""
-        progress = self.progress
+    def _domain_probs(self, progress: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(π_p, π_q) at ``progress``, both checked and normalised (None without domain rules);
+        changes nothing."""
         if self._target_rule is None:
-            return
-        target = np.asarray(self._target_rule.probs(progress), dtype=np.float64)
+            return None
+        k = self.sampler.num_domains
+        where = f"at progress {progress:g}"
+        target = check_weights(
+            f"the domain rule's probabilities {where}", self._target_rule.probs(progress), k
+        )
         if self._mixing_mode == "weight":
             sample = self._natural
         elif self._sample_rule is self._target_rule:
             sample = target
         else:
             assert self._sample_rule is not None
-            sample = np.asarray(self._sample_rule.probs(progress), dtype=np.float64)
+            sample = check_weights(
+                f"the sample rule's probabilities {where}", self._sample_rule.probs(progress), k
+            )
+        sample = _sampler_probs(sample)
+        if not (sample[self.sampler.domain_sizes > 0] > 0).any():
+            raise ValueError(
+                f"the domain probabilities {where} put no mass on a domain that has items "
+                f"({sample.tolist()}); nothing could be drawn (nothing was changed)."
+            )
+        return target / target.sum(), sample
+
+    def _apply_domain_probs(self, probs: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Sets π_p and π_q (``probs`` from :meth:`_domain_probs`, default: at the current
+        progress); π_q goes to the sampler when it changes."""
+        if probs is None:
+            probs = self._domain_probs(self.progress)
+        if probs is None:
+            return
+        target, sample = probs
         if self._sampled_request is None or not np.array_equal(sample, self._sampled_request):
             self.sampler.set_domain_probs(sample)
             self._sampled_request = sample
-        self._target_probs = target / target.sum()
+        self._target_probs = target
 
     # ------------------------------------------------------------------ per step
 
@@ -588,10 +880,29 @@ class Reweighter:
         p applies every source; q is what the sampler draws from now (:meth:`reduce` divides
         by the q each item was drawn with instead).
         """
-        idx = np.asarray(index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else index)
-        idx = idx.astype(np.int64).reshape(-1)
+        idx = self._check_index(
+            index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else index
+        )
         if not self._weighting:
             return torch.ones(idx.size, dtype=torch.float64)
+        q = self.sampler.probabilities(idx)
+        return torch.from_numpy(self._ratios(idx, self._item_domains(idx), q))
+
+    def _check_index(self, index: Any) -> np.ndarray:
+        """Item indices as a 1-D int64 array; ValueError (not IndexError) when out of range."""
+        idx = np.asarray(index).reshape(-1)
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"item indices must be integers, got dtype {idx.dtype}.")
+        idx = idx.astype(np.int64)
+        n = self.sampler.num_items
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            raise ValueError(
+                f"batch index {int(idx[bad][0])} is outside 0..{n - 1}; the batch must come from "
+                "the dataset the Reweighter was built for."
+            )
+        return idx
+
         q = self.sampler.probabilities(idx)
         return torch.from_numpy(self._ratios(idx, self._item_domains(idx), q))
 
@@ -643,14 +954,7 @@ class Reweighter:
                 "sample) and average any extra dimensions per sample first."
             )
         local_idx = index.detach().cpu().to(torch.int64)
-        if local_idx.numel() and (
-            int(local_idx.min()) < 0 or int(local_idx.max()) >= self.sampler.num_items
-        ):
-            bad = local_idx[(local_idx < 0) | (local_idx >= self.sampler.num_items)][0]
-            raise ValueError(
-                f"batch index {int(bad)} is outside 0..{self.sampler.num_items - 1}; the batch "
-                "must come from the dataset the Reweighter was built for."
-            )
+        self._check_index(local_idx.numpy())
         loss64 = per_sample_loss.detach().to(device="cpu", dtype=torch.float64)
         columns = [loss64, local_idx.to(torch.float64)]
         columns.append(torch.full_like(loss64, float(distributed.rank())))
@@ -687,7 +991,9 @@ class Reweighter:
         dyn = self.dynamic
         strategy: Any = "uniform"
         if self._in_batch and dyn is not None:
-            strategy = strategy_at(dyn.strategy, self.global_step, burn_in_steps=dyn.burn_in_steps)
+            strategy = strategy_at(
+                dyn.strategy, self.global_step, burn_in_steps=int(dyn.burn_in_steps)
+            )
         if dyn is not None and strategy != "uniform":
             values = g_loss
             if dyn.cap_z is not None:
@@ -721,27 +1027,28 @@ class Reweighter:
         if self.self_normalize:
             weights *= num_valid / total
 
-        # ---- state updates
+        # ---- state updates (the warning, which an error filter can raise, and _observe's checks
+        # come before any change)
+        if masked and not self._warned_nonfinite:
+            warnings.warn(
+                f"{masked} of {g_loss.size} per-sample losses are NaN or inf (e.g. "
+                f"{example!r}); they are masked out of the loss, the weights, the loss table "
+                "and the domain rules (counted in metrics as guard/masked_losses). Fix the "
+                "loss, or pass nonfinite='raise' to stop instead. Warned once.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._observe(
+            g_idx[valid], g_dom[valid], g_loss[valid], None if g_ref is None else g_ref[valid]
+        )
         if masked:
             self._masked_total += masked
-            if not self._warned_nonfinite:
-                self._warned_nonfinite = True
-                warnings.warn(
-                    f"{masked} of {g_loss.size} per-sample losses are NaN or inf (e.g. "
-                    f"{example!r}); they are masked out of the loss, the weights, the loss table "
-                    "and the domain rules (counted in metrics as guard/masked_losses). Fix the "
-                    "loss, or pass nonfinite='raise' to stop instead. Warned once.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            self._warned_nonfinite = True
         self._masked_last = masked
         if draws is not None:
             self.sampler.commit_draws(draws)
             self._last_draw_age = float(self.global_step - int(draws.clock.min()))
         self._record(g_idx)
-        self._observe(
-            g_idx[valid], g_dom[valid], g_loss[valid], None if g_ref is None else g_ref[valid]
-        )
         self._last_weights = weight_summary(weights[valid])
         self._last_weight_values = weights[valid]
 
@@ -756,10 +1063,25 @@ class Reweighter:
     def _observe(
         self, idx: np.ndarray, dom: np.ndarray, loss: np.ndarray, reference: np.ndarray | None
     ) -> None:
-        """Feeds the global batch's finite losses to the domain metrics, rules and loss table."""
+        """Feeds the global batch's finite losses to the domain metrics, rules and loss table.
+
+        Checks everything it feeds first: when it raises, nothing has changed."""
         k = self.sampler.num_domains
         if idx.size == 0:
             return
+        progress = self.progress
+        if reference is None and self._reference is not None:
+            reference = self._reference[idx]
+        rules = [
+            rule
+            for rule in {id(r): r for r in (self._target_rule, self._sample_rule) if r}.values()
+            if rule.online
+        ]
+        for rule in rules:
+            rule.check_observe(dom, loss, progress, reference=reference)
+        if self._table is not None:
+            self._table.check_update(idx, loss, step=self.global_step)
+
         counts = np.bincount(dom, minlength=k)
         sums = np.bincount(dom, weights=loss, minlength=k)
         seen = counts > 0
@@ -770,12 +1092,8 @@ class Reweighter:
         self._domain_loss[first] = means[first]
         self._domain_loss[update] = decay * self._domain_loss[update] + (1 - decay) * means[update]
 
-        progress = self.progress
-        if reference is None and self._reference is not None:
-            reference = self._reference[idx]
-        for rule in {id(r): r for r in (self._target_rule, self._sample_rule) if r}.values():
-            if rule.online:
-                rule.observe(dom, loss, progress, reference=reference)
+        for rule in rules:
+            rule.observe(dom, loss, progress, reference=reference)
 
         if self._table is not None and self.dynamic is not None:
             self._table.update(idx, loss, step=self.global_step)
@@ -788,13 +1106,16 @@ class Reweighter:
                 temperature=self.dynamic.temperature,
                 floor=self.dynamic.floor,
             )
+            delta = None
             if self._target_mass is not None and self._b_in_target:
                 _, old = self.sampler.factors(items)
                 a = self._target_static[items].astype(np.float64)  # type: ignore[index]
-                self._target_mass += np.bincount(
+                delta = np.bincount(
                     self._item_domains(items), weights=a * (priority - old), minlength=k
                 )
             self.sampler.update(items, priority)
+            if delta is not None:
+                self._target_mass += delta  # type: ignore[operator]
 
     def _warn_unmatched(self) -> None:
         if self._warned_unmatched or self.sampler.draws_yielded == 0:
@@ -830,10 +1151,15 @@ class Reweighter:
                 "Reweighter(total_steps=...) or call set_total_steps() (ReweightCallback reads it "
                 "from the Trainer)."
             )
-        self.global_step += 1
-        self.sampler.clock = self.global_step
         dyn = self.dynamic
-        step = self.global_step
+        step = self.global_step + 1
+        # Checks first (a rule that fails at the new progress, a step the table cannot store):
+        # when they raise, nothing has changed.
+        probs = self._domain_probs(self._progress_at(step))
+        if self._table is not None:
+            self._table.check_update((), (), step=step)
+        self.global_step = step
+        self.sampler.clock = step
         if (
             self._table is not None
             and dyn is not None
@@ -845,7 +1171,7 @@ class Reweighter:
             # Every refresh_every steps, and at steps 1, 2, 4, 8, ... before that, so the rank
             # snapshot reflects the losses seen early on.
             self._refresh_priorities()
-        self._apply_domain_probs()
+        self._apply_domain_probs(probs)
 
     def _refresh_priorities(self) -> None:
         """Recomputes every item's priority from the loss table (O(N))."""

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PRIORITY_METHODS", "LossTable"]
+__all__ = ["PRIORITY_METHODS", "LossTable", "check_priority_params", "check_table_params"]
 
 _STATE_VERSION = 2  # 2 added "min_last_seen"; version 1 states load with it recounted
 _CHUNK = 1 << 22
@@ -59,6 +59,92 @@ PRIORITY_METHODS = ("rank", "softmax")
 
 
 # ---------------------------------------------------------------- input checks
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
+    return float(value)
+
+
+def check_table_params(
+    decay: Any, prior: Any, relax_steps: Any, *, prefix: str = ""
+) -> tuple[float, str | float, float | None]:
+    """Validates :class:`LossTable`'s ``decay``, ``prior`` and ``relax_steps``.
+
+    Returns them as ``(float, "mean" or float, float or None)``. ``prefix`` goes in front of
+    each name in errors (e.g. ``"DynamicWeights."``).
+
+    Example:
+        >>> check_table_params(0.9, "mean", None)
+        (0.9, 'mean', None)
+    """
+    value = _number(f"{prefix}decay", decay)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"{prefix}decay must lie in [0, 1) (the EMA decay; 0 keeps the latest loss), "
+            f"got {decay!r}."
+        )
+    if isinstance(prior, str):
+        if prior != "mean":
+            raise ValueError(f"{prefix}prior must be 'mean' or a finite number, got {prior!r}.")
+        estimate: str | float = prior
+    else:
+        if isinstance(prior, bool) or not isinstance(prior, numbers.Real):
+            raise TypeError(
+                f"{prefix}prior must be 'mean' or a finite number, got {prior!r} "
+                f"({type(prior).__name__})."
+            )
+        if not math.isfinite(float(prior)):
+            raise ValueError(f"{prefix}prior must be 'mean' or a finite number, got {prior!r}.")
+        estimate = float(prior)
+    relax: float | None = None
+    if relax_steps is not None:
+        relax = _number(f"{prefix}relax_steps", relax_steps)
+        if not (math.isfinite(relax) and relax > 0):
+            raise ValueError(
+                f"{prefix}relax_steps must be None (no relaxation) or a finite number > 0, "
+                f"got {relax_steps!r}."
+            )
+    return value, estimate, relax
+
+
+def check_priority_params(
+    method: Any, pressure: Any, temperature: Any, floor: Any, *, prefix: str = ""
+) -> tuple[str, float, float, float]:
+    """Validates the priority parameters of :meth:`LossTable.priorities`.
+
+    ``method`` one of :data:`PRIORITY_METHODS`, ``pressure`` finite >= 1, ``temperature`` > 0
+    (``math.inf`` allowed), ``floor`` in [0, 1]. ``prefix`` goes in front of each name in
+    errors (e.g. ``"DynamicWeights."``).
+
+    Example:
+        >>> check_priority_params("rank", 100, 1.0, 1e-3)
+        ('rank', 100.0, 1.0, 0.001)
+    """
+    if not isinstance(method, str) or method not in PRIORITY_METHODS:
+        raise ValueError(
+            f"unknown {prefix}priority method {method!r}; valid names: "
+            f"{', '.join(PRIORITY_METHODS)}."
+        )
+    pressure = _number(f"{prefix}pressure", pressure)
+    temperature = _number(f"{prefix}temperature", temperature)
+    floor = _number(f"{prefix}floor", floor)
+    if not (math.isfinite(pressure) and pressure >= 1.0):
+        raise ValueError(
+            f"{prefix}pressure must be a finite number >= 1 (the ratio between the most and the "
+            f"least likely item; 1: uniform), got {pressure!r}."
+        )
+    if math.isnan(temperature) or temperature <= 0:
+        raise ValueError(
+            f"{prefix}temperature must be > 0 (math.inf: uniform), got {temperature!r}."
+        )
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(
+            f"{prefix}floor must lie in [0, 1] (relative to the largest priority, 1), "
+            f"got {floor!r}."
+        )
+    return method, pressure, temperature, floor
 
 
 def _to_numpy(values: Any) -> np.ndarray:
@@ -269,25 +355,7 @@ class LossTable:
             raise TypeError(f"num_items must be an integer, got {num_items!r}.")
         if num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {num_items}.")
-        decay = float(decay)
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must lie in [0, 1) (0 keeps the latest loss), got {decay!r}.")
-        if isinstance(prior, str):
-            if prior != "mean":
-                raise ValueError(f"prior must be 'mean' or a finite number, got {prior!r}.")
-        else:
-            if isinstance(prior, bool) or not math.isfinite(float(prior)):
-                raise ValueError(f"prior must be 'mean' or a finite number, got {prior!r}.")
-            prior = float(prior)
-        if relax_steps is not None:
-            if isinstance(relax_steps, bool) or not (
-                math.isfinite(float(relax_steps)) and float(relax_steps) > 0
-            ):
-                raise ValueError(
-                    f"relax_steps must be None (no relaxation) or a finite number > 0, "
-                    f"got {relax_steps!r}."
-                )
-            relax_steps = float(relax_steps)
+        decay, prior, relax_steps = check_table_params(decay, prior, relax_steps)
         if isinstance(snapshot_size, bool) or not isinstance(snapshot_size, (int, np.integer)):
             raise TypeError(f"snapshot_size must be an integer, got {snapshot_size!r}.")
         if snapshot_size < 2:
@@ -438,6 +506,34 @@ class LossTable:
 
     # ------------------------------------------------------------ updates
 
+    def _parse_update(
+        self, index: Any, losses: Any, step: Any
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        idx = self._index(index)
+        values = self._losses(losses, idx.size)
+        step = _check_step(step)
+        if step < self._step:
+            raise ValueError(
+                f"step {step} is earlier than the latest update's step {self._step}; steps must "
+                "not go backwards (restore the table's state together with the step counter)."
+            )
+        return idx, values, step
+
+    def check_update(self, index: Any, losses: Any, step: int) -> None:
+        """Raises exactly what :meth:`update` would raise for these arguments, changing nothing.
+
+        Example:
+            >>> table = LossTable(3)
+            >>> try:
+            ...     table.check_update([3], [1.0], step=0)
+            ... except ValueError as error:
+            ...     print(str(error)[:40])
+            index out of range: index[0] = 3, but th
+            >>> table.step  # unchanged
+            -1
+        """
+        self._parse_update(index, losses, step)
+
     def update(self, index: Any, losses: Any, step: int) -> int:
         """Folds one (global) batch of per-item losses into the table.
 
@@ -464,14 +560,7 @@ class LossTable:
             >>> round(float(table.estimates([0], step=1)[0]), 6)  # 0.9 · 1 + 0.1 · 2
             1.1
         """
-        idx = self._index(index)
-        values = self._losses(losses, idx.size)
-        step = _check_step(step)
-        if step < self._step:
-            raise ValueError(
-                f"step {step} is earlier than the latest update's step {self._step}; steps must "
-                "not go backwards (restore the table's state together with the step counter)."
-            )
+        idx, values, step = self._parse_update(index, losses, step)
         finite = np.isfinite(values)
         num_bad = int(values.size - np.count_nonzero(finite))
         if num_bad:
@@ -562,23 +651,7 @@ class LossTable:
     def _check_priority_args(
         self, method: str, pressure: float, temperature: float, floor: float
     ) -> tuple[str, float, float, float]:
-        if method not in PRIORITY_METHODS:
-            raise ValueError(
-                f"unknown priority method {method!r}; valid names: {', '.join(PRIORITY_METHODS)}."
-            )
-        pressure, temperature, floor = float(pressure), float(temperature), float(floor)
-        if not (math.isfinite(pressure) and pressure >= 1.0):
-            raise ValueError(
-                f"pressure must be a finite number >= 1 (the ratio between the most and the "
-                f"least likely item; 1: uniform), got {pressure!r}."
-            )
-        if math.isnan(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (math.inf: uniform), got {temperature!r}.")
-        if not 0.0 <= floor <= 1.0:
-            raise ValueError(
-                f"floor must lie in [0, 1] (relative to the largest priority, 1), got {floor!r}."
-            )
-        return method, pressure, temperature, floor
+        return check_priority_params(method, pressure, temperature, floor)
 
     def _priority(
         self, est: np.ndarray, method: str, pressure: float, temperature: float, floor: float

@@ -58,6 +58,9 @@ def test_negative_and_numpy_indices() -> None:
     assert ds[torch.tensor(0)]["index"] == 0
     with pytest.raises(IndexError, match="out of range"):
         ds[3]
+    with pytest.raises(ValueError, match="out of range"):  # ItemIndexError is both
+        ds[-4]
+    assert [row["index"] for row in ds] == [0, 1, 2]  # iteration stops at the end
     with pytest.raises(TypeError, match="must be integers"):
         ds[1.0]  # type: ignore[index]
 

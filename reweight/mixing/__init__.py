@@ -20,6 +20,7 @@ from reweight.mixing.rules import (
     EndUpsample,
     FixedMixture,
     TemperatureRule,
+    check_rule,
 )
 from reweight.mixing.schedules import (
     SCHEDULES,
@@ -30,6 +31,7 @@ from reweight.mixing.schedules import (
     Phases,
     Schedule,
     Step,
+    check_schedule,
     cooldown,
     make_schedule,
 )
@@ -52,6 +54,8 @@ __all__ = [
     "Schedule",
     "Step",
     "TemperatureRule",
+    "check_rule",
+    "check_schedule",
     "cooldown",
     "floor_probs",
     "make_rule",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,13 @@ import torch
 
 # Progress may exceed [0, 1] by this much from float round-off (step / total); it is clamped.
 PROGRESS_SLACK = 1e-9
+
+# Schedules and rules are checked at construction on 0, 1/64, ..., 1 plus their own breakpoints.
+PROGRESS_GRID_STEPS = 64
+
+# Smallest positive float32 (normal) value: the sampler stores factors and domain probabilities
+# as float32 and rejects positive values below it.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def check_progress(progress: Any) -> float:
@@ -42,13 +50,108 @@ def check_real(name: str, value: Any, *, finite: bool = True) -> float:
     return out
 
 
-def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """``value`` as an int >= ``minimum`` (bools rejected)."""
+def check_int(name: str, value: Any, *, minimum: int, hint: str = "") -> int:
+    """``value`` as an int >= ``minimum`` (bools rejected); ``hint`` is added to errors."""
+    end = f"; {hint}" if hint else "."
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}){end}")
     if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}.")
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}{end}")
     return int(value)
+
+
+def _bound(value: float | None, sign: str) -> str:
+    return f"{sign}inf" if value is None else f"{value:g}"
+
+
+def check_range(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = True,
+    hint: str = "",
+) -> float:
+    """``value`` as a float in the interval given by ``low``/``high`` (open or closed ends).
+
+    Bools and non-numbers raise TypeError; NaN, infinities (when ``finite``) and values outside
+    the interval raise ValueError naming ``name``, showing the value and adding ``hint``.
+
+    Example:
+        >>> check_range("decay", 0.5, low=0.0, high=1.0, high_open=True)
+        0.5
+    """
+    out = check_real(name, value, finite=finite)
+    above = low is None or (out > low if low_open else out >= low)
+    below = high is None or (out < high if high_open else out <= high)
+    if not (above and below):
+        interval = (
+            f"{'(' if low_open or low is None else '['}{_bound(low, '-')}, "
+            f"{_bound(high, '')}{')' if high_open or high is None else ']'}"
+        )
+        raise ValueError(
+            f"{name} must lie in {interval}, got {out!r}" + (f"; {hint}" if hint else ".")
+        )
+    return out
+
+
+def check_choice(name: str, value: Any, valid: Sequence[str], what: str = "values") -> str:
+    """``value`` if it is one of the names ``valid``; the error lists them.
+
+    Example:
+        >>> check_choice("mode", "sample", ("sample", "weight"), "modes")
+        'sample'
+    """
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a string, one of {', '.join(valid)}; got {value!r} "
+            f"({type(value).__name__})."
+        )
+    if value not in valid:
+        raise ValueError(f"{name} {value!r} is unknown; valid {what}: {', '.join(valid)}.")
+    return value
+
+
+def progress_grid(breakpoints: Iterable[float] = ()) -> np.ndarray:
+    """The progress values a schedule or rule is checked at: 0, 1/64, ..., 1 and the given
+    breakpoints that lie in [0, 1] (sorted, unique).
+
+    Example:
+        >>> grid = progress_grid([0.3])
+        >>> grid.size, float(grid[0]), float(grid[-1]), bool((grid == 0.3).any())
+        (66, 0.0, 1.0, True)
+    """
+    points = set(np.linspace(0.0, 1.0, PROGRESS_GRID_STEPS + 1).tolist())
+    for point in breakpoints:
+        value = float(point)
+        if 0.0 <= value <= 1.0:
+            points.add(value)
+    return np.array(sorted(points), dtype=np.float64)
+
+
+@contextlib.contextmanager
+def named(name: str) -> Iterator[None]:
+    """Re-raises a TypeError or ValueError from inside the block with ``name: `` in front of its
+    message (unless the message already names it), so every error names its field.
+
+    Example:
+        >>> with named("rule"):
+        ...     check_real("tau", "x")
+        Traceback (most recent call last):
+        ...
+        TypeError: rule: tau must be a real number, got 'x' (str).
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        if name in message:
+            raise
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise kind(f"{name}: {message}") from error
 
 
 def as_float_array(name: str, values: Any) -> np.ndarray:

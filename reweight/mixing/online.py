@@ -167,11 +167,12 @@ class DoReMi(DomainRule):
         check_progress(progress)
         return (self._alpha if self.output == "current" else self._average).copy()
 
-    def observe(self, domains: Any, losses: Any, progress: float, reference: Any = None) -> None:
-        """Updates α from the global batch (see the class docstring for the rule)."""
-        k = self.num_domains
+    def _parse(
+        self, domains: Any, losses: Any, progress: float, reference: Any
+    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """Validates an :meth:`observe` call: (progress, domain ids, losses, reference losses)."""
         at = check_progress(progress)
-        ids, values, ref = parse_batch(domains, losses, k, reference)
+        ids, values, ref = parse_batch(domains, losses, self.num_domains, reference)
         if ref is None:
             if self.reference is None:
                 raise ValueError(
@@ -179,6 +180,17 @@ class DoReMi(DomainRule):
                     "or per domain to DoReMi(reference=...)."
                 )
             ref = self.reference[ids]
+        return at, ids, values, ref
+
+    def check_observe(
+        self, domains: Any, losses: Any, progress: float, reference: Any = None
+    ) -> None:
+        self._parse(domains, losses, progress, reference)
+
+    def observe(self, domains: Any, losses: Any, progress: float, reference: Any = None) -> None:
+        """Updates α from the global batch (see the class docstring for the rule)."""
+        k = self.num_domains
+        at, ids, values, ref = self._parse(domains, losses, progress, reference)
         self._progress = at
         if ids.size == 0:
             return
@@ -343,11 +355,23 @@ class ODM(DomainRule):
         check_progress(progress)
         return self._weights.copy()
 
+    def _parse(
+        self, domains: Any, losses: Any, progress: float
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """Validates an :meth:`observe` call: (progress, domain ids, losses)."""
+        at = check_progress(progress)
+        ids, values, _ = parse_batch(domains, losses, self.num_domains)
+        return at, ids, values
+
+    def check_observe(
+        self, domains: Any, losses: Any, progress: float, reference: Any = None
+    ) -> None:
+        self._parse(domains, losses, progress)
+
     def observe(self, domains: Any, losses: Any, progress: float, reference: Any = None) -> None:
         """Updates the smoothed rewards and, on schedule, the policy (see the class docstring)."""
         k = self.num_domains
-        at = check_progress(progress)
-        ids, values, _ = parse_batch(domains, losses, k)
+        at, ids, values = self._parse(domains, losses, progress)
         self._progress = at
         if ids.size == 0:
             return

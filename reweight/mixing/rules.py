@@ -21,12 +21,20 @@ from reweight.mixing._checks import (
     check_real,
     check_state,
     check_weights,
+    progress_grid,
     state_progress,
 )
 from reweight.mixing.schedules import Schedule, make_schedule
 from reweight.mixing.temperature import temperature_probs
 
-__all__ = ["STATE_VERSION", "DomainRule", "EndUpsample", "FixedMixture", "TemperatureRule"]
+__all__ = [
+    "STATE_VERSION",
+    "DomainRule",
+    "EndUpsample",
+    "FixedMixture",
+    "TemperatureRule",
+    "check_rule",
+]
 
 STATE_VERSION = 1
 """Version of every rule's ``state_dict`` layout."""
@@ -89,6 +97,25 @@ class DomainRule(abc.ABC):
         Non-online rules only record ``progress`` (for :meth:`metrics`); their π never changes.
         """
         self._progress = check_progress(progress)
+
+    def check_observe(
+        self,
+        domains: Any,
+        losses: Any,
+        progress: float,
+        reference: Any = None,
+    ) -> None:
+        """Raises exactly what :meth:`observe` would raise for these arguments, changing nothing.
+
+        A caller that updates several pieces of state from one batch checks every rule first,
+        so that a bad batch leaves all of them unchanged.
+        """
+        check_progress(progress)
+
+    def breakpoints(self) -> tuple[float, ...]:
+        """Progress points where π changes its shape (schedule boundaries, switches), checked
+        besides the regular grid by :func:`check_rule`."""
+        return ()
 
     def metrics(self, progress: float | None = None) -> Metrics:
         """Internal state for logging: floats, or arrays with one entry per domain.
@@ -230,8 +257,8 @@ class TemperatureRule(DomainRule):
         self.schedule = make_schedule(tau)
         self.min_prob = check_real("min_prob", min_prob)
         # Fail now, not mid-run: every τ on a fine grid must be valid (and the sizes too).
-        for progress in np.linspace(0.0, 1.0, 101):
-            temperature_probs(self.sizes, self.schedule(float(progress)), self.min_prob)
+        for progress in progress_grid(self.schedule.breakpoints()).tolist():
+            temperature_probs(self.sizes, self.schedule(progress), self.min_prob)
 
     def tau(self, progress: float) -> float:
         """τ at ``progress``.
@@ -244,6 +271,9 @@ class TemperatureRule(DomainRule):
 
     def probs(self, progress: float) -> np.ndarray:
         return temperature_probs(self.sizes, self.schedule(progress), self.min_prob)
+
+    def breakpoints(self) -> tuple[float, ...]:
+        return self.schedule.breakpoints()
 
     def metrics(self, progress: float | None = None) -> Metrics:
         return {"tau": self.schedule(self._metrics_progress(progress))}
@@ -349,6 +379,15 @@ class EndUpsample(DomainRule):
         self.base.observe(domains, losses, progress, reference)
         super().observe(domains, losses, progress, reference)
 
+    def check_observe(
+        self, domains: Any, losses: Any, progress: float, reference: Any = None
+    ) -> None:
+        self.base.check_observe(domains, losses, progress, reference)
+        super().check_observe(domains, losses, progress, reference)
+
+    def breakpoints(self) -> tuple[float, ...]:
+        return (self.switch, *self.base.breakpoints())
+
     def metrics(self, progress: float | None = None) -> Metrics:
         at = self._metrics_progress(progress)
         return {"upsampling": float(self.upsampling(at)), **self.base.metrics(at)}
@@ -402,4 +441,50 @@ def _factor_vector(factors: Any, num_domains: int) -> np.ndarray:
             raise ValueError(f"factors must be finite, got {out.tolist()!r}.")
     if (out < 0).any() or not all(math.isfinite(v) for v in out.tolist()):
         raise ValueError(f"factors must be finite and >= 0, got {out.tolist()!r}.")
+    return out
+
+
+def check_rule(
+    name: str, rule: DomainRule, num_domains: int, breakpoints: Any = ()
+) -> list[tuple[float, np.ndarray]]:
+    """Checks a rule's π on the progress grid: finite, >= 0, not all zero, one per domain.
+
+    π is read (never changed) at 0, 1/64, ..., 1, at the rule's :meth:`DomainRule.breakpoints`
+    and at the extra ``breakpoints``; for online rules this is π in their current state.
+
+    Args:
+        name: the field the rule configures (used in every error).
+        rule: the rule.
+        num_domains: K, the number of domains π must cover.
+        breakpoints: more progress points to check (e.g. another rule's, to compare the two).
+
+    Returns:
+        ``(progress, π)`` for every grid point, for further checks by the caller.
+
+    Raises:
+        ValueError: a bad π, or a rule that raises at some progress (naming ``name`` and the
+            progress).
+
+    Example:
+        >>> len(check_rule("rule", FixedMixture([1.0, 1.0]), 2))
+        65
+    """
+    if not isinstance(rule, DomainRule):
+        raise TypeError(f"{name} must be a DomainRule, got {type(rule).__name__}.")
+    if rule.num_domains != num_domains:
+        raise ValueError(
+            f"{name} has {rule.num_domains} domains but the data has {num_domains}; build the "
+            "rule for these domains."
+        )
+    out: list[tuple[float, np.ndarray]] = []
+    for progress in progress_grid((*rule.breakpoints(), *breakpoints)).tolist():
+        where = f"{name} probabilities at progress {progress:g}"
+        try:
+            probs = rule.probs(progress)
+        except Exception as error:
+            raise ValueError(
+                f"{where} could not be computed ({type(error).__name__}: {error}); the rule must "
+                "give valid probabilities at every progress in [0, 1]."
+            ) from error
+        out.append((progress, check_weights(where, probs, num_domains)))
     return out

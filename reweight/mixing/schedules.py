@@ -16,7 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reweight.mixing._checks import call_kind, check_progress, check_real
+from reweight.mixing._checks import (
+    call_kind,
+    check_progress,
+    check_range,
+    check_real,
+    progress_grid,
+)
 
 __all__ = [
     "SCHEDULES",
@@ -27,6 +33,7 @@ __all__ = [
     "Phases",
     "Schedule",
     "Step",
+    "check_schedule",
     "cooldown",
     "make_schedule",
 ]
@@ -45,6 +52,16 @@ class Schedule(abc.ABC):
     @abc.abstractmethod
     def _value(self, progress: float) -> float:
         """The value at a validated progress in [0, 1]."""
+
+    def breakpoints(self) -> tuple[float, ...]:
+        """Progress points where the schedule changes its shape (boundaries, ramp ends), checked
+        besides the regular grid by :func:`check_schedule`.
+
+        Example:
+            >>> Step([5.0, 1.0], [0.3]).breakpoints()
+            (0.3,)
+        """
+        return ()
 
 
 def _number(name: str, value: Any, *, finite: bool = True) -> float:
@@ -113,6 +130,9 @@ class Step(Schedule):
     def _value(self, progress: float) -> float:
         return self.values[bisect.bisect_right(self.boundaries, progress)]
 
+    def breakpoints(self) -> tuple[float, ...]:
+        return tuple(self.boundaries)
+
 
 @dataclass(frozen=True)
 class _Ramp(Schedule):
@@ -146,6 +166,9 @@ class _Ramp(Schedule):
     @abc.abstractmethod
     def _interpolate(self, fraction: float) -> float:
         """The value at ``fraction`` in (0, 1) of the ramp."""
+
+    def breakpoints(self) -> tuple[float, ...]:
+        return (self.begin, self.until)
 
 
 @dataclass(frozen=True)
@@ -266,6 +289,16 @@ class Phases(Schedule):
         inner = min(max((progress - lo) / (hi - lo), 0.0), 1.0)
         return self.parts[index][1](inner)
 
+    def breakpoints(self) -> tuple[float, ...]:
+        points: list[float] = []
+        lo = 0.0
+        for until, schedule in self.parts:
+            points.append(lo)
+            points.extend(lo + (until - lo) * b for b in schedule.breakpoints() if b < 1.0)
+            lo = until
+        points.append(1.0)
+        return tuple(points)
+
 
 def cooldown(
     high: float = 5.0,
@@ -361,6 +394,74 @@ def make_schedule(spec: Any) -> Schedule:
     raise TypeError(
         f"a schedule spec must be a number, a Schedule or a mapping with 'kind', got {spec!r}."
     )
+
+
+def check_schedule(
+    name: str,
+    schedule: Any,
+    *,
+    low: float | None = None,
+    low_open: bool = False,
+    high: float | None = None,
+    high_open: bool = False,
+    finite: bool = True,
+    hint: str = "",
+) -> Callable[[float], float]:
+    """Checks that a schedule (any callable of progress) gives a valid value everywhere.
+
+    The schedule is evaluated on the grid of :func:`reweight.mixing._checks.progress_grid`
+    (0, 1/64, ..., 1, plus :meth:`Schedule.breakpoints` for schedules built here); every value
+    must be a real number inside the interval given by ``low``/``high`` (and finite when
+    ``finite``). A schedule that raises is reported as a ValueError naming ``name``.
+
+    Args:
+        name: the field the schedule configures (used in every error).
+        schedule: a :class:`Schedule` or a callable of progress in [0, 1].
+        low, low_open, high, high_open, finite: the valid interval of the values.
+        hint: how to fix a bad value, appended to the error.
+
+    Returns:
+        ``schedule``, unchanged.
+
+    Example:
+        >>> check_schedule("r", Linear(1.0, -1.0), low=0.0, low_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: r at progress 0.5 must lie in (0, inf), got 0.0.
+    """
+    if not callable(schedule):
+        raise TypeError(
+            f"{name} must be a schedule (a callable of training progress), got {schedule!r}."
+        )
+    grid = progress_grid(schedule.breakpoints() if isinstance(schedule, Schedule) else ())
+    for progress in grid.tolist():
+        where = f"{name} at progress {progress:g}"
+        try:
+            value = schedule(progress)
+        except Exception as error:
+            raise ValueError(
+                f"{where} raised {type(error).__name__}: {error}; the schedule must accept "
+                "every progress in [0, 1]."
+            ) from error
+        if not isinstance(value, numbers.Real):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{where} returned {value!r} ({type(value).__name__}); a schedule must "
+                    "return a real number."
+                ) from None
+        check_range(
+            where,
+            value,
+            low=low,
+            low_open=low_open,
+            high=high,
+            high_open=high_open,
+            finite=finite,
+            hint=hint,
+        )
+    return schedule
 
 
 def _sequence(name: str, values: Any) -> Sequence[Any]:

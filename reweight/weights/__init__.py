@@ -11,12 +11,13 @@ from reweight.weights.loss import (
     register_strategy,
     strategy_at,
 )
-from reweight.weights.static import static_factor
+from reweight.weights.static import check_static_params, static_factor
 
 __all__ = [
     "STRATEGIES",
     "StrategyFn",
     "cap_losses",
+    "check_static_params",
     "get_strategy",
     "loss_weights",
     "normalize_losses",

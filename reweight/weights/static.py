@@ -2,9 +2,87 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+__all__ = ["check_static_params", "static_factor"]
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
+    return float(value)
+
+
+def check_static_params(
+    beta: Any, clip: Any, floor: Any, *, prefix: str = "", positive_floor: bool = False
+) -> tuple[float, tuple[float, float] | None, float]:
+    """Validates the parameters of :func:`static_factor`; returns ``(beta, (low, high), floor)``.
+
+    Args:
+        beta: a finite number >= 0.
+        clip: None, a number c > 0 (clip to [−c, c]) or a pair (low, high) with low < high
+            (either may be infinite, neither NaN).
+        floor: a number in [0, 1] (in (0, 1] with ``positive_floor``).
+        prefix: put in front of each parameter's name in errors (e.g. ``"StaticWeights."``).
+        positive_floor: reject ``floor = 0`` (no item may become unreachable).
+
+    Raises:
+        TypeError: a parameter that is not a number (or, for ``clip``, a pair of numbers).
+        ValueError: a value outside its range; the message names it and says how to fix it.
+
+    Example:
+        >>> check_static_params(0.5, 3.0, 1e-6)
+        (0.5, (-3.0, 3.0), 1e-06)
+    """
+    b = _real(f"{prefix}beta", beta)
+    if not (math.isfinite(b) and b >= 0):
+        raise ValueError(
+            f"{prefix}beta must be a finite number >= 0 (0 ignores the weights, 1 uses them as "
+            f"they are), got {beta!r}."
+        )
+    bounds: tuple[float, float] | None = None
+    if clip is not None:
+        if isinstance(clip, (str, bytes)) or not isinstance(
+            clip, (numbers.Real, Sequence, np.ndarray)
+        ):
+            raise TypeError(
+                f"{prefix}clip must be None, a number c > 0 or a pair (low, high), got {clip!r}."
+            )
+        if isinstance(clip, numbers.Real):
+            c = _real(f"{prefix}clip", clip)
+            if not c > 0:
+                raise ValueError(
+                    f"{prefix}clip must be > 0 (the log weights are clipped to [-clip, clip]), "
+                    f"got {clip!r}; give None for no clipping."
+                )
+            bounds = (-c, c)
+        else:
+            if len(clip) != 2:
+                raise ValueError(
+                    f"{prefix}clip must be a pair (low, high) or a number, got {clip!r}."
+                )
+            low = _real(f"{prefix}clip low", clip[0])
+            high = _real(f"{prefix}clip high", clip[1])
+            if not low < high:  # also rejects NaN
+                raise ValueError(
+                    f"{prefix}clip {tuple(clip)!r} is not an ordered pair; give (low, high) with "
+                    "low < high."
+                )
+            bounds = (low, high)
+    f = _real(f"{prefix}floor", floor)
+    low_ok = f > 0.0 if positive_floor else f >= 0.0
+    if not (low_ok and f <= 1.0):
+        interval = "(0, 1]" if positive_floor else "[0, 1]"
+        raise ValueError(
+            f"{prefix}floor must lie in {interval} (the smallest factor relative to the mean "
+            f"factor, which keeps every item reachable), got {floor!r}."
+        )
+    return b, bounds, f
 
 
 def static_factor(
@@ -39,18 +117,19 @@ def static_factor(
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"log_weights has {int(bad.sum())} non-finite value(s) (first at item {first}: "
-            f"{logw[first]!r}); replace them or use `clip` after masking them to finite values."
+            f"{float(logw[first])!r}); replace them or use `clip` after masking them to finite "
+            "values."
         )
-    if not np.isfinite(beta) or beta < 0:
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}.")
-    if not 0 <= floor <= 1:
-        raise ValueError(f"floor must lie in [0, 1] (relative to the mean factor), got {floor!r}.")
-    if clip is not None:
-        low, high = (-float(clip), float(clip)) if np.isscalar(clip) else map(float, clip)  # type: ignore[arg-type]
-        if not low <= high:
-            raise ValueError(f"clip range {clip!r} is empty; give (low, high) with low <= high.")
-        logw = np.clip(logw, low, high)
-    scaled = beta * logw
+    beta, bounds, floor = check_static_params(beta, clip, floor)
+    if bounds is not None:
+        logw = np.clip(logw, *bounds)
+    with np.errstate(over="ignore"):
+        scaled = beta * logw
+    if not np.isfinite(scaled).all():
+        raise ValueError(
+            f"beta · log_weights overflows (beta={beta!r}, largest |log weight| "
+            f"{float(np.abs(logw).max())!r}); lower beta or clip the log weights."
+        )
     factor = np.exp(scaled - scaled.max())
     if floor > 0:
         factor = np.maximum(factor, floor * factor.mean())
