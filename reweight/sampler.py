@@ -917,8 +917,8 @@ class ReweightSampler(DistributedSampler):
             raise ValueError(
                 f"sampler state version {state['version']!r} is not supported (this version "
                 f"reads {_STATE_VERSION}); states of versions 1 and 2 come from the chunked "
-                "draw stream of reweight < 0.2 and cannot continue bitwise — restart the "
-                "reweighter's state (load the model and optimizer only)."
+                "draw stream of earlier reweight versions and cannot continue bitwise — "
+                "resume the model and optimizer only and start the reweighter afresh."
             )
         missing = [
             key
