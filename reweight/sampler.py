@@ -568,23 +568,25 @@ class ReweightSampler(DistributedSampler):
                 f"domain_probs {array.tolist()} put all their mass on domains whose items all "
                 "have weight 0; nothing could be drawn (nothing was changed)."
             )
-        self._probs = array
-        self._refresh_effective_probs()
+        self._refresh_effective_probs(array)
 
-    def _refresh_effective_probs(self) -> None:
-        """π restricted to domains that have mass (one warning per excluded domain)."""
-        excluded = (self._probs > 0) & ~self._domain_has_mass
-        for d in np.flatnonzero(excluded):
-            if int(d) not in self._warned_domains:
-                self._warned_domains.add(int(d))
-                warnings.warn(
-                    f"domain {int(d)} has probability {self._probs[d]:.4g} but all its items "
-                    "have weight 0; it is excluded from sampling and π is renormalised over the "
-                    "other domains.",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-        effective = np.where(excluded, 0.0, self._probs)
+    def _refresh_effective_probs(self, probs: np.ndarray | None = None) -> None:
+        """Sets π (default: keeps it) restricted to domains that have mass. Warns once per
+        excluded domain, before anything changes (an error filter leaves the sampler as it was).
+        """
+        probs = self._probs if probs is None else probs
+        excluded = (probs > 0) & ~self._domain_has_mass
+        fresh = [int(d) for d in np.flatnonzero(excluded) if int(d) not in self._warned_domains]
+        for d in fresh:
+            warnings.warn(
+                f"domain {d} has probability {probs[d]:.4g} but all its items have weight 0; "
+                "it is excluded from sampling and π is renormalised over the other domains.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        self._warned_domains.update(fresh)
+        self._probs = probs
+        effective = np.where(excluded, 0.0, probs)
         self._effective = effective / effective.sum()
         cumulative = np.cumsum(self._effective)
         # From the last domain with positive π on, the cumulative sum is exactly 1, so that
@@ -906,8 +908,7 @@ class ReweightSampler(DistributedSampler):
         self._factors[:, 1, :] = 1.0 if dynamic is None else dynamic.reshape(-1, self.block_size)
         self._dynamic_used = dynamic is not None
         self._build_tree()
-        self._probs = parsed["domain_probs"]
-        self._refresh_effective_probs()
+        self._refresh_effective_probs(parsed["domain_probs"])
         self._stream.apply_state(parsed["stream"])
 
     def _parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:

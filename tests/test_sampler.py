@@ -2126,3 +2126,14 @@ def test_probabilities_match_brute_force_under_random_updates(sc: dict[str, Any]
     draws = sampler.sample(200, seed=0)
     assert np.all(q[draws] > 0)
     assert sampler.stats()["ess"] == pytest.approx(1.0 / np.sum(q**2), rel=1e-6)
+
+
+def test_the_excluded_domain_warning_comes_before_any_change() -> None:
+    sampler = ReweightSampler(domains=[0, 0, 1, 1, 2, 2], domain_probs=[1.0, 0.0, 0.0])
+    sampler.update([2, 3], [0.0, 0.0])  # domain 1 has no weight (and probability 0: no warning)
+    before = sampler.state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning, match="excluded from sampling"):
+            sampler.set_domain_probs([0.5, 0.25, 0.25])
+    assert torch.equal(sampler.state_dict()["domain_probs"], before["domain_probs"])
