@@ -303,6 +303,9 @@ class DrawStream:
         if ranks.min() < 0 or ranks.max() >= world:
             return None
         consumed = self._consumed.copy() if self._tracking else np.full(world, self._yielded)
+        fast = self._match_next(items, ranks, consumed)
+        if fast is not None:
+            return fast
         q = np.empty(items.size, dtype=np.float64)
         clock = np.empty(items.size, dtype=np.int64)
         for r in range(world):
@@ -328,6 +331,30 @@ class DrawStream:
             clock[rows] = records.clock[picks]
             consumed[r] = first_local + start + rows.size
         return DrawMatch(q=q, clock=clock, consumed=consumed)
+
+    def _match_next(
+        self, items: np.ndarray, ranks: np.ndarray, consumed: np.ndarray
+    ) -> DrawMatch | None:
+        """The common case in one vectorised pass: every rank's batch is exactly its next
+        draws (None otherwise; :meth:`match` then searches rank by rank)."""
+        world, records = self.world_size, self._records
+        counts = np.bincount(ranks, minlength=world)
+        if self._tracking:
+            first = self._consumed
+        else:  # as _first_unconsumed, for every rank at once
+            first = np.maximum(0, -(-(records.start - np.arange(world)) // world))
+        order = np.argsort(ranks, kind="stable")
+        within = np.empty(items.size, dtype=np.int64)  # each row's place in its rank's batch
+        within[order] = np.arange(items.size) - (np.cumsum(counts) - counts)[ranks[order]]
+        rows = world * (first[ranks] + within) + ranks - records.start
+        if rows.min() < 0 or rows.max() >= world * self._handed_end - records.start:
+            return None
+        if not np.array_equal(records.items[rows], items):
+            return None
+        present = counts > 0
+        consumed = consumed.copy()
+        consumed[present] = first[present] + counts[present]
+        return DrawMatch(q=records.q[rows], clock=records.clock[rows], consumed=consumed)
 
     def _first_unconsumed(self, r: int) -> int:
         if self._tracking:
