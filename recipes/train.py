@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `recipes` importable
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -115,11 +115,15 @@ class WeightHistograms(pl.Callback):
         step = trainer.global_step
         if trainer.is_global_zero and self.every and step % self.every == 0:
             for logger in trainer.loggers:
-                if type(logger).__name__ == "WandbLogger":
+                if isinstance(logger, WandbLogger):
                     import wandb
 
                     logger.experiment.log(
-                        {"reweight/loss_weight/histogram": wandb.Histogram(self.samples())},
+                        {
+                            "reweight/loss_weight/histogram": wandb.Histogram(
+                                self.samples().tolist()
+                            )
+                        },
                         step=step,
                     )
 
@@ -132,6 +136,9 @@ class WeightHistograms(pl.Callback):
 
 class LanguageModel(pl.LightningModule):
     """Next-byte prediction; the only reweighting line is ``self.reweighter.reduce``."""
+
+    val_sum: torch.Tensor  # per-domain validation loss sums and counts (buffers)
+    val_count: torch.Tensor
 
     def __init__(self, cfg: DictConfig, reweighter: Reweighter | None, names: list[str]) -> None:
         super().__init__()
