@@ -33,8 +33,9 @@ Example:
     True
 """
 
+from reweight.static.counting import count_ngrams
 from reweight.static.density import DensityRatioEstimator
-from reweight.static.dsir import DSIRModel, count_ngrams, fit
+from reweight.static.dsir import DSIRModel, fit
 from reweight.static.features import HashedNgrams
 from reweight.static.io import Files, InputError, iter_records
 from reweight.static.kl import kl_divergence, kl_reduction, kl_report

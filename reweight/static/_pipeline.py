@@ -142,12 +142,12 @@ def source_chunks(
 
 def warm_up() -> None:
     """Builds the character table and loads the compiled kernels (in a worker process)."""
-    from reweight.static.dsir import _Task
     from reweight.static.features import HashedNgrams
+    from reweight.static.tasks import BlockTask
 
     chunk = Chunk("<warm up>", "docs", 0, ["warm up"])
-    _Task(HashedNgrams(), "text", False)(chunk)
-    _Task(HashedNgrams(), "text", False, np.zeros(10_000))(chunk)
+    BlockTask(HashedNgrams(), "text", False)(chunk)
+    BlockTask(HashedNgrams(), "text", False, np.zeros(10_000))(chunk)
 
 
 _PRELOAD = "reweight.static._preload"

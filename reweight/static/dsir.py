@@ -19,18 +19,14 @@ import os
 import unicodedata
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from reweight.static import _hashing
 from reweight.static._pipeline import (
     NpyStreamWriter,
     Source,
-    WorkerPool,
-    as_files,
     describe,
     map_ordered,
     progress_bar,
@@ -38,165 +34,21 @@ from reweight.static._pipeline import (
     source_chunks,
     worker_pool,
 )
-from reweight.static.features import HashedNgrams, encode_documents
-from reweight.static.io import Chunk, Files, LineNumbers, ParsedChunk, ReadStats, parse_chunk
+from reweight.static.counting import (
+    BlockTask,
+    count_ngrams,
+    count_ngrams_in_pool,
+    prepare_source,
+    record_bad_lines,
+)
+from reweight.static.features import HashedNgrams
+from reweight.static.io import LineNumbers, ReadStats
 
 __all__ = ["DSIRModel", "count_ngrams", "fit"]
 
 _FORMAT = "reweight.static.DSIRModel"
 _VERSION = 1
 _FILES = ("raw_counts.npy", "target_counts.npy", "log_ratio.npy", "model.json")
-
-
-@dataclass(frozen=True)
-class _Task:
-    """Parses a block and featurises its documents (picklable; runs in worker processes)."""
-
-    featurizer: HashedNgrams
-    text_field: str
-    skip_bad_lines: bool
-    log_ratio: np.ndarray | None = None  # None: count n-grams; else: log weights
-    min_tokens: int = 0  # documents with fewer tokens get log weight -inf
-
-    def run(self, chunk: Chunk, limit: int | None = None) -> _Result:
-        """Counts (or log weights) of the documents of one block, and what was bad in it."""
-        field = self.text_field
-        parsed = parse_chunk(chunk, [field], require_str=field, skip_bad_lines=self.skip_bad_lines)
-        texts = [r[field] for r in parsed.records]
-        if limit is not None:
-            texts = texts[:limit]
-        f = self.featurizer
-        data, offsets = encode_documents(texts, f.lowercase)
-        table = _hashing.char_classes()
-        if self.log_ratio is None:
-            counts = np.zeros(f.num_buckets, dtype=np.int64)
-            total = _hashing.add_counts(data, offsets, table, f.ngrams, f.num_buckets, counts)
-            parsed.records = []  # not needed by the reading process
-            return _Result(counts, len(texts), int(total), parsed)
-        weights, tokens = _hashing.log_weights(
-            data, offsets, table, f.ngrams, f.num_buckets, self.log_ratio
-        )
-        if self.min_tokens > 0:
-            weights[tokens < self.min_tokens] = -np.inf
-        parsed.records = []  # not needed by the reading process
-        return _Result(weights, len(texts), 0, parsed)
-
-    def __call__(self, chunk: Chunk) -> _Result:
-        return self.run(chunk)
-
-
-class _Result(NamedTuple):
-    value: np.ndarray  # bucket counts or log weights
-    docs: int
-    ngrams: int
-    parsed: ParsedChunk  # bad lines and line count (records dropped)
-
-
-def _bad_lines(
-    chunk: Chunk, result: _Result, numbers: LineNumbers, skip: bool, stats: ReadStats
-) -> None:
-    """Numbers the block's bad lines (raising for the first unless skipping) and counts them."""
-    stats.add_bad(numbers.resolve(chunk, result.parsed, skip))
-
-
-def _prepare(
-    source: Source, text_field: str, skip_bad_lines: bool, format: str
-) -> tuple[Files | None, str, bool]:
-    files = as_files(source, text_field=text_field, skip_bad_lines=skip_bad_lines, format=format)
-    if files is not None:
-        return files, files.text_field, files.skip_bad_lines
-    return None, text_field, skip_bad_lines
-
-
-def count_ngrams(
-    source: Source,
-    featurizer: HashedNgrams | None = None,
-    *,
-    max_docs: int | None = None,
-    text_field: str = "text",
-    skip_bad_lines: bool = False,
-    format: str = "auto",
-    workers: int = 1,
-    progress: bool = False,
-    desc: str = "count",
-    block_bytes: int | None = None,
-) -> tuple[np.ndarray, int, int]:
-    """Bucket counts summed over a corpus: (int64 counts, documents, n-grams).
-
-    Args:
-        source: documents (an iterable of strings) or files (a path, a list of Paths, Files).
-        featurizer: the featurizer (default :class:`HashedNgrams`()).
-        max_docs: count only the first ``max_docs`` documents.
-        text_field, skip_bad_lines, format: how to read files (see :class:`Files`).
-        workers: processes (0 = all cores, 1 = this process only).
-        progress: show a progress bar with documents/s on stderr.
-        desc: label of the progress bar.
-        block_bytes: bytes per block of file handed to a worker (default: automatic,
-            64 KiB to 4 MiB, so that every worker gets several blocks).
-
-    Example:
-        >>> counts, docs, ngrams = count_ngrams(["a b", "c"])
-        >>> int(counts.sum()), docs, ngrams
-        (4, 2, 4)
-    """
-    with worker_pool(workers) as pool:
-        return _count_ngrams(
-            source,
-            HashedNgrams() if featurizer is None else featurizer,
-            pool,
-            max_docs=max_docs,
-            text_field=text_field,
-            skip_bad_lines=skip_bad_lines,
-            format=format,
-            progress=progress,
-            desc=desc,
-            block_bytes=block_bytes,
-        )
-
-
-def _count_ngrams(
-    source: Source,
-    featurizer: HashedNgrams,
-    pool: WorkerPool,
-    *,
-    max_docs: int | None,
-    text_field: str,
-    skip_bad_lines: bool,
-    format: str,
-    progress: bool,
-    desc: str,
-    block_bytes: int | None,
-) -> tuple[np.ndarray, int, int]:
-    if max_docs is not None and (
-        isinstance(max_docs, bool) or not isinstance(max_docs, int) or max_docs < 1
-    ):
-        raise ValueError(f"max_docs must be a positive int or None, got {max_docs!r}.")
-    files, field, skip = _prepare(source, text_field, skip_bad_lines, format)
-    task = _Task(featurizer, field, skip)
-    counts = np.zeros(featurizer.num_buckets, dtype=np.int64)
-    stats = ReadStats()
-    numbers = LineNumbers()
-    ndocs = total = 0
-    block = resolve_block_bytes(block_bytes, files, pool.workers)
-    chunks = source_chunks(source, files, block_bytes=block, spans=True)
-    with progress_bar(progress, desc) as bar:
-        results = map_ordered(task, chunks, pool)
-        try:
-            for chunk, result in results:
-                if max_docs is not None and ndocs + result.docs >= max_docs:
-                    # Recount the block that crosses the limit, keeping only what is needed.
-                    result = task.run(chunk, limit=max_docs - ndocs)
-                _bad_lines(chunk, result, numbers, skip, stats)
-                counts += result.value
-                ndocs += result.docs
-                total += result.ngrams
-                bar.update(result.docs)
-                if max_docs is not None and ndocs >= max_docs:
-                    break
-        finally:
-            results.close()
-    stats.warn()
-    return counts, ndocs, total
 
 
 def _check_counts(name: str, counts: np.ndarray, num_buckets: int) -> np.ndarray:
@@ -317,11 +169,11 @@ class DSIRModel:
     ) -> Iterator[np.ndarray]:
         if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 0:
             raise ValueError(f"min_tokens must be an int >= 0, got {min_tokens!r}.")
-        files, field, skip = _prepare(source, text_field, skip_bad_lines, format)
+        files, field, skip = prepare_source(source, text_field, skip_bad_lines, format)
         # A writable copy: the compiled kernel is specialised on it (a read-only array would
         # need a second compilation).
         ratio = np.array(self.log_ratio, dtype=np.float64)
-        task = _Task(self.featurizer, field, skip, ratio, min_tokens)
+        task = BlockTask(self.featurizer, field, skip, ratio, min_tokens)
         stats = ReadStats()
         numbers = LineNumbers()
         with worker_pool(workers) as pool, progress_bar(progress, "weights") as bar:
@@ -330,7 +182,7 @@ class DSIRModel:
             results = map_ordered(task, chunks, pool)
             try:
                 for chunk, result in results:
-                    _bad_lines(chunk, result, numbers, skip, stats)
+                    record_bad_lines(chunk, result, numbers, skip, stats)
                     bar.update(result.docs)
                     yield result.value
             finally:
@@ -585,7 +437,7 @@ def fit(
         "block_bytes": block_bytes,
     }
     with worker_pool(workers) as pool:
-        target_counts, target_docs, _ = _count_ngrams(
+        target_counts, target_docs, _ = count_ngrams_in_pool(
             target, featurizer, pool, max_docs=None, desc="fit target", **common
         )
         if target_docs == 0:
@@ -597,7 +449,7 @@ def fit(
                 f"the target corpus ({describe(target)}) has {target_docs} document(s) but no "
                 "tokens; give a target with text."
             )
-        raw_counts, raw_docs, _ = _count_ngrams(
+        raw_counts, raw_docs, _ = count_ngrams_in_pool(
             raw, featurizer, pool, max_docs=max_raw_docs, desc="fit raw", **common
         )
     if raw_docs == 0:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from reweight.static._pipeline import worker_pool
-from reweight.static.dsir import _count_ngrams
+from reweight.static.counting import count_ngrams_in_pool
 from reweight.static.features import HashedNgrams
 
 __all__ = ["kl_divergence", "kl_reduction", "kl_report"]
@@ -112,7 +112,7 @@ def kl_report(
     corpora = {name: value for name, value in given.items() if name not in counts}
     with worker_pool(workers if corpora else 1) as pool:
         for name, value in corpora.items():
-            found, docs, _ = _count_ngrams(
+            found, docs, _ = count_ngrams_in_pool(
                 value,
                 featurizer,
                 pool,
