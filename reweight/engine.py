@@ -1048,7 +1048,7 @@ class Reweighter:
         if draws is not None:
             self.sampler.commit_draws(draws)
             self._last_draw_age = float(self.global_step - int(draws.clock.min()))
-        self._record(g_idx)
+        self._record(g_dom)
         self._last_weights = weight_summary(weights[valid])
         self._last_weight_values = weights[valid]
 
@@ -1131,10 +1131,10 @@ class Reweighter:
             stacklevel=3,
         )
 
-    def _record(self, items: np.ndarray) -> None:
-        """Realised domain shares, over the global batch."""
-        counts = np.bincount(self._item_domains(items), minlength=self.sampler.num_domains)
-        shares = counts / max(1, items.size)
+    def _record(self, domains: np.ndarray) -> None:
+        """Realised domain shares, over the global batch (the domain of each of its items)."""
+        counts = np.bincount(domains, minlength=self.sampler.num_domains)
+        shares = counts / max(1, domains.size)
         if not self._realised.any():
             self._realised = shares.astype(np.float64)
         else:

@@ -306,13 +306,14 @@ class DrawStream:
         fast = self._match_next(items, ranks, consumed)
         if fast is not None:
             return fast
+        first = self._first_unconsumed()
         q = np.empty(items.size, dtype=np.float64)
         clock = np.empty(items.size, dtype=np.int64)
         for r in range(world):
             rows = np.flatnonzero(ranks == r)
             if rows.size == 0:
                 continue
-            first_local = self._first_unconsumed(r)
+            first_local = int(first[r])
             # Ranks hand out draws in step: none holds draws beyond this rank's counter.
             if self._handed_end - first_local < rows.size:
                 return None
@@ -339,10 +340,7 @@ class DrawStream:
         draws (None otherwise; :meth:`match` then searches rank by rank)."""
         world, records = self.world_size, self._records
         counts = np.bincount(ranks, minlength=world)
-        if self._tracking:
-            first = self._consumed
-        else:  # as _first_unconsumed, for every rank at once
-            first = np.maximum(0, -(-(records.start - np.arange(world)) // world))
+        first = self._first_unconsumed()
         order = np.argsort(ranks, kind="stable")
         within = np.empty(items.size, dtype=np.int64)  # each row's place in its rank's batch
         within[order] = np.arange(items.size) - (np.cumsum(counts) - counts)[ranks[order]]
@@ -356,11 +354,13 @@ class DrawStream:
         consumed[present] = first[present] + counts[present]
         return DrawMatch(q=records.q[rows], clock=records.clock[rows], consumed=consumed)
 
-    def _first_unconsumed(self, r: int) -> int:
+    def _first_unconsumed(self) -> np.ndarray:
+        """Every rank's first local counter not trained on (untracked until now: the first one
+        this stream still holds a record of)."""
         if self._tracking:
-            return int(self._consumed[r])
-        # Untracked until now: everything this stream still holds may be in flight.
-        return max(0, -(-(self._records.start - r) // self.world_size))
+            return self._consumed
+        ranks = np.arange(self.world_size)
+        return np.maximum(0, -(-(self._records.start - ranks) // self.world_size))
 
     @staticmethod
     def _find_run(records: np.ndarray, want: np.ndarray) -> int | None:
