@@ -28,7 +28,7 @@ from reweight.mixing import (
     make_rule,
     make_schedule,
 )
-from reweight.mixing._checks import (
+from reweight._checks import (
     FLOAT32_TINY,
     as_float_array,
     check_choice,

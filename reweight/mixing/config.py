@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from reweight.mixing._checks import as_float_array, call_kind
+from reweight._checks import as_float_array, call_kind
 from reweight.mixing.online import ODM, DoReMi
 from reweight.mixing.rules import DomainRule, EndUpsample, FixedMixture, TemperatureRule
 from reweight.mixing.schedules import cooldown

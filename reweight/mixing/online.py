@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from reweight.mixing._checks import (
+from reweight._checks import (
     as_float_array,
     check_int,
     check_progress,

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from reweight.mixing._checks import (
+from reweight._checks import (
     as_float_array,
     check_int,
     check_progress,
@@ -186,7 +186,7 @@ class DomainRule(abc.ABC):
         """Validates and converts the rule-specific part of ``state`` (no mutation).
 
         ``state`` has passed :func:`check_state`: every key of :meth:`_state_keys` is present.
-        Use the ``state_*`` helpers of ``reweight.mixing._checks`` so every error names the
+        Use the ``state_*`` helpers of ``reweight._checks`` so every error names the
         field.
         """
         return None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reweight.mixing._checks import (
+from reweight._checks import (
     call_kind,
     check_progress,
     check_range,
@@ -409,7 +409,7 @@ def check_schedule(
 ) -> Callable[[float], float]:
     """Checks that a schedule (any callable of progress) gives a valid value everywhere.
 
-    The schedule is evaluated on the grid of :func:`reweight.mixing._checks.progress_grid`
+    The schedule is evaluated on the grid of :func:`reweight._checks.progress_grid`
     (0, 1/64, ..., 1, plus :meth:`Schedule.breakpoints` for schedules built here); every value
     must be a real number inside the interval given by ``low``/``high`` (and finite when
     ``finite``). A schedule that raises is reported as a ValueError naming ``name``.

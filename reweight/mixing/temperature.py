@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from reweight.mixing._checks import as_float_array, check_real
+from reweight._checks import as_float_array, check_real
 
 __all__ = ["floor_probs", "temperature_probs"]
 

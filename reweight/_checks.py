@@ -1,4 +1,5 @@
-"""Private validation helpers shared by the mixing modules (no project imports)."""
+"""Validation helpers shared by the whole package (no project imports): every check names the
+value, shows it and says how to fix it."""
 
 from __future__ import annotations
 
