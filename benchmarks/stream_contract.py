@@ -130,7 +130,7 @@ def lag_experiment(
     """Domain 0's share after a switch from (0.9, 0.1) to (0.1, 0.9) at step ``switch``."""
     rw = Reweighter.from_dataset(
         _dataset(),
-        domain_weights=DomainMixing(_SwitchRule(switch, steps)),
+        sources=[DomainMixing(_SwitchRule(switch, steps))],
         infinite=True,
         total_steps=steps,
     )
@@ -160,9 +160,10 @@ def unbiasedness_experiment(
     every step (``current_q``: divide by the sampler's current q instead)."""
     rw = Reweighter.from_dataset(
         _dataset(),
-        domain_weights=DomainMixing(
-            {"kind": "uniform"}, mode="hybrid", sample_rule=_RandomRule(steps, seed)
-        ),
+        sources=[
+            DomainMixing({"kind": "uniform"}, mode="weight"),
+            DomainMixing(_RandomRule(steps, seed), mode="proposal"),
+        ],
         infinite=True,
         total_steps=steps,
         self_normalize=False,

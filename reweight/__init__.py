@@ -1,7 +1,8 @@
 """reweight: online training-data reweighting for PyTorch and Lightning.
 
-Static importance weights, domain mixing and loss-based weights, applied by sampling
-(:class:`ReweightSampler`) or by loss weighting (:meth:`Reweighter.reduce`).
+Weight sources (:mod:`reweight.sources`: static importance, domain mixing, in-batch loss
+weights, loss priorities, reducible loss), each applied by sampling (:class:`ReweightSampler`),
+by loss weighting (:meth:`Reweighter.reduce`), or sampled and corrected.
 
 The public names are imported on first use, so ``python -m reweight.static`` and its worker
 processes do not pay for importing torch and Lightning unless they need them.
@@ -15,35 +16,41 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from reweight.callback import ReweightCallback
     from reweight.data import IndexedDataset
-    from reweight.engine import (
-        DomainMixing,
-        DomainWeights,
-        DynamicWeights,
-        Reweighter,
-        StaticWeights,
-    )
+    from reweight.engine import Reweighter
     from reweight.sampler import ReweightSampler
+    from reweight.sources import (
+        DomainMixing,
+        InBatchWeights,
+        LossPriority,
+        ReducibleLoss,
+        StaticImportance,
+        make_source,
+    )
 
 _HOMES = {
-    "DomainMixing": "reweight.engine",
-    "DomainWeights": "reweight.engine",
-    "DynamicWeights": "reweight.engine",
+    "DomainMixing": "reweight.sources",
+    "InBatchWeights": "reweight.sources",
     "IndexedDataset": "reweight.data",
+    "LossPriority": "reweight.sources",
+    "ReducibleLoss": "reweight.sources",
     "ReweightCallback": "reweight.callback",
     "ReweightSampler": "reweight.sampler",
     "Reweighter": "reweight.engine",
-    "StaticWeights": "reweight.engine",
+    "StaticImportance": "reweight.sources",
+    "make_source": "reweight.sources",
 }
 
 __all__ = [
     "DomainMixing",
-    "DomainWeights",
-    "DynamicWeights",
+    "InBatchWeights",
     "IndexedDataset",
+    "LossPriority",
+    "ReducibleLoss",
     "ReweightCallback",
     "ReweightSampler",
     "Reweighter",
-    "StaticWeights",
+    "StaticImportance",
+    "make_source",
 ]
 __version__ = "0.1.0"
 

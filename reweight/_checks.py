@@ -383,3 +383,25 @@ def call_kind(
     if missing:
         raise ValueError(f"{what} kind {kind!r} needs key(s) {missing}; valid keys: {accepted}.")
     return builder(**params, **extra)
+
+
+def state_step(state: Mapping[str, Any], key: str, maximum: int | None, *, minimum: int = 0) -> int:
+    """An integer step field of a Reweighter state, in [minimum, maximum]."""
+    value = state[key]
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        bound = "" if maximum is None else f" and <= {maximum}"
+        raise ValueError(
+            f"Reweighter state: {key!r} must be an integer >= {minimum}{bound}, got {value!r}; "
+            "the state is corrupt."
+        )
+    return int(value)
+
+
+def state_step_of_draws(sampler_state: Any) -> int | None:
+    """The latest step at which a sampler state's draws in flight were made (None when there
+    are none or the state is malformed: the sampler's own validation names the problem)."""
+    try:
+        clock = np.asarray(torch.as_tensor(sampler_state["stream"]["clock"]).cpu().numpy())
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
+    return int(clock.max()) if clock.size else None

@@ -73,7 +73,7 @@ def check_table_params(
     """Validates :class:`LossTable`'s ``decay``, ``prior`` and ``relax_steps``.
 
     Returns them as ``(float, "mean" or float, float or None)``. ``prefix`` goes in front of
-    each name in errors (e.g. ``"DynamicWeights."``).
+    each name in errors (e.g. ``"LossPriority."``).
 
     Example:
         >>> check_table_params(0.9, "mean", None)
@@ -116,7 +116,7 @@ def check_priority_params(
 
     ``method`` one of :data:`PRIORITY_METHODS`, ``pressure`` finite >= 1, ``temperature`` > 0
     (``math.inf`` allowed), ``floor`` in [0, 1]. ``prefix`` goes in front of each name in
-    errors (e.g. ``"DynamicWeights."``).
+    errors (e.g. ``"LossPriority."``).
 
     Example:
         >>> check_priority_params("rank", 100, 1.0, 1e-3)

@@ -17,7 +17,7 @@ Files of any size are streamed with bounded memory, and ``workers=0`` uses every
 processes come from a ``forkserver`` that imports this package once; as with any
 multiprocessing code, a script that uses ``workers > 1`` must guard its entry point with
 ``if __name__ == "__main__":``).
-The log weights plug into training as ``reweight.StaticWeights(log_weights=...)``; the command
+The log weights plug into training as ``reweight.StaticImportance(log_weights=...)``; the command
 line is ``python -m reweight.static {fit,weights,resample,kl,density}``.
 
 Example:

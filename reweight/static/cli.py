@@ -8,7 +8,7 @@ A typical run::
         --seed 0 --out selected.jsonl
     python -m reweight.static kl --model model/ --selected selected.jsonl
 
-``logw.npy`` plugs into training as ``reweight.StaticWeights(log_weights="logw.npy")``.
+``logw.npy`` plugs into training as ``reweight.StaticImportance(log_weights="logw.npy")``.
 Errors in the input are reported as one line (no traceback): exit code 2 for bad input or
 arguments, 1 for other failures (e.g. a full disk).
 """

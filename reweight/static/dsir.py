@@ -203,7 +203,7 @@ class DSIRModel:
     ) -> np.ndarray:
         """log w(x) = Σ_b c_b(x)·r[b] of every document, in input order (float64).
 
-        The result plugs into ``reweight.StaticWeights(log_weights=...)``.
+        The result plugs into ``reweight.StaticImportance(log_weights=...)``.
 
         Args:
             source: documents (an iterable of strings) or files (a path, a list of Paths,
@@ -216,7 +216,7 @@ class DSIRModel:
             min_tokens: documents with fewer tokens get log weight ``-inf``, so that
                 :func:`~reweight.static.importance_resample` never selects them (the reference
                 package drops documents under 100 tokens from selection). Leave 0 for training
-                weights: ``StaticWeights`` needs finite values.
+                weights: ``StaticImportance`` needs finite values.
 
         Example:
             >>> model = fit(raw=["a b", "c d"], target=["a b"])

@@ -28,7 +28,7 @@ def check_static_params(
         clip: None, a number c > 0 (clip to [−c, c]) or a pair (low, high) with low < high
             (either may be infinite, neither NaN).
         floor: a number in [0, 1] (in (0, 1] with ``positive_floor``).
-        prefix: put in front of each parameter's name in errors (e.g. ``"StaticWeights."``).
+        prefix: put in front of each parameter's name in errors (e.g. ``"StaticImportance."``).
         positive_floor: reject ``floor = 0`` (no item may become unreachable).
 
     Raises:

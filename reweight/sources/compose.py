@@ -1,0 +1,219 @@
+"""The target p and the proposal q that a list of sources defines (DESIGN.md's weight model).
+
+Sources in mode ``sample`` or ``weight`` shape p; those in ``sample`` or ``proposal`` shape q.
+Per side, domain probabilities multiply (natural proportions when no source sets them) and item
+factors multiply. The sampler holds q's item factors; :class:`Composition` holds what p needs
+beyond them — its own item factors and per-domain masses — so p is never reconstructed from
+the sampler's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from reweight._checks import check_weights, progress_grid, state_array
+from reweight.sources.base import ItemUpdate, Layout, Source
+from reweight.weights.importance import (
+    domain_mass,
+    drawable_probs,
+    item_probabilities,
+    mass_change,
+    mixture,
+)
+
+__all__ = ["Composition"]
+
+
+def _product(factors: Sequence[np.ndarray]) -> np.ndarray | None:
+    if not factors:
+        return None
+    out = np.asarray(factors[0], dtype=np.float64)
+    for factor in factors[1:]:
+        out = out * factor
+    return out
+
+
+class Composition:
+    """p and q of a list of bound sources over one data layout.
+
+    Args:
+        sources: the sources, bound to ``layout``.
+        layout: the data's layout.
+        natural: the natural domain proportions n_d / N.
+
+    Attributes:
+        proposal_factors: q's fixed item factor s (None: 1), for the sampler (then dropped).
+        weighting: whether p differs from q anywhere (then losses carry p/q).
+    """
+
+    def __init__(self, sources: Sequence[Source], layout: Layout, natural: np.ndarray) -> None:
+        shaping = [s for s in sources if s.shapes_draws]
+        live = [s for s in shaping if s.changes_items]
+        if len(live) > 1:
+            raise ValueError(
+                f"sources {[s.name for s in live]} both change item factors during training; "
+                "use one of them (the sampler holds one updatable item factor)."
+            )
+        self._layout = layout
+        self._natural = natural
+        self._domain_sources = [s for s in shaping if s.sets_domains]
+        self.live: Source | None = live[0] if live else None
+        self.weighting = any(s.mode != "sample" for s in shaping)
+        target_fixed = [s for s in shaping if s.in_target and s.fixed_items]
+        proposal_fixed = [s for s in shaping if s.in_proposal and s.fixed_items]
+        factors = {id(s): s.item_factors() for s in {id(s): s for s in shaping}.values()
+                   if s.fixed_items}  # fmt: skip
+        self.proposal_factors = _product([factors[id(s)] for s in proposal_fixed])
+        # p's item factors equal the sampler's unless a source shapes only one side of them.
+        same_items = all(s.mode == "sample" for s in shaping if s.fixed_items or s.changes_items)
+        self._own: np.ndarray | None = None  # t_i without the live factor (float32)
+        self._live: np.ndarray | None = None  # the live factor, when p has it (float32)
+        self.mass: np.ndarray | None = None  # T_d, when p has its own item factors
+        if not same_items:
+            fixed = _product([factors[id(s)] for s in target_fixed])
+            self._own = None if fixed is None else fixed.astype(np.float32)
+            if self.live is not None and self.live.in_target:
+                self._live = np.ones(layout.num_items, dtype=np.float32)
+            self.mass = self._compute_mass()
+        self.check_grid()
+
+    # ------------------------------------------------------------------ domains
+
+    @property
+    def needs_progress(self) -> bool:
+        return any(s.needs_progress for s in self._domain_sources)
+
+    def domain_probs(self, progress: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(π_p, π_q) at ``progress``, checked and normalised (None without domain sources);
+        changes nothing."""
+        if not self._domain_sources:
+            return None
+        k, where = self._layout.num_domains, f"at progress {progress:g}"
+        probs = {
+            id(s): check_weights(f"{s.name} {where}", s.domain_probs(progress), k)
+            for s in self._domain_sources
+        }
+        target = mixture([probs[id(s)] for s in self._domain_sources if s.in_target], self._natural)
+        sample = drawable_probs(
+            mixture([probs[id(s)] for s in self._domain_sources if s.in_proposal], self._natural)
+        )
+        if not (sample[self._layout.domain_sizes > 0] > 0).any():
+            raise ValueError(
+                f"the domain probabilities {where} put no mass on a domain that has items "
+                f"({sample.tolist()}; domain sizes {self._layout.domain_sizes.tolist()}); "
+                "nothing could be drawn (nothing was changed)."
+            )
+        return target, sample
+
+    def check_grid(self) -> None:
+        """Checks π_p and π_q on the progress grid: every domain that can be drawn must have a
+        positive target probability when p differs from q, or a batch of its items would have
+        no loss weight at all."""
+        if not self._domain_sources:
+            return
+        breakpoints = [b for s in self._domain_sources for b in s.breakpoints()]
+        sizes, names = self._layout.domain_sizes, self._layout.domain_names
+        for at in progress_grid(breakpoints).tolist():
+            probs = self.domain_probs(at)
+            assert probs is not None
+            target, sample = probs
+            starved = (sample > 0) & (sizes > 0) & ~(target > 0)
+            if self.weighting and starved.any():
+                d = int(np.flatnonzero(starved)[0])
+                raise ValueError(
+                    f"the target gives domain {names[d]!r} probability 0 at progress {at:g}, but "
+                    "the draws still reach it, so a batch of its items would have no loss "
+                    "weight; give every drawn domain a positive target probability, or use "
+                    "mode='sample' to leave domains out."
+                )
+
+    # ------------------------------------------------------------------ items
+
+    def _compute_mass(self) -> np.ndarray:
+        """T_d = Σ_{j∈d} t_j over every item (O(N), in chunks)."""
+        n, k = self._layout.num_items, self._layout.num_domains
+        mass = np.zeros(k)
+        for start in range(0, n, 1 << 22):
+            items = np.arange(start, min(n, start + (1 << 22)))
+            mass += domain_mass(self._factors(items), self._layout.item_domains(items), k)
+        return mass
+
+    def _factors(self, items: np.ndarray) -> np.ndarray | None:
+        own = None if self._own is None else self._own[items].astype(np.float64)
+        if self._live is None:
+            return own
+        live = self._live[items].astype(np.float64)
+        return live if own is None else own * live
+
+    def update(self, update: ItemUpdate) -> None:
+        """Applies a live source's new item factors to p (when p tracks them itself)."""
+        if self._live is None:
+            return
+        assert self.mass is not None
+        if update.items is None:
+            self._live[:] = update.values
+            self.mass = self._compute_mass()
+            return
+        items = update.items
+        old = self._factors(items)
+        self._live[items] = update.values
+        new = self._factors(items)
+        k = self._layout.num_domains
+        self.mass += mass_change(self._layout.item_domains(items), old, new, k)  # type: ignore[arg-type]
+
+    def target_probabilities(
+        self, items: np.ndarray, domains: np.ndarray, target: np.ndarray, shares: Any
+    ) -> np.ndarray:
+        """p(i) with π_p = ``target``; ``shares(items)`` gives s_i / S_d (the sampler's), used
+        when p's item factors are q's."""
+        if self.mass is None:
+            return target[domains] * shares(items)
+        return item_probabilities(target, domains, self._factors(items), self.mass)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any] | None:
+        if self.mass is None:
+            return None
+        return {
+            "mass": torch.from_numpy(self.mass.copy()),
+            "live": None if self._live is None else state_array(self._live),
+        }
+
+    def parse_state(self, state: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Validates a :meth:`state_dict` (changes nothing)."""
+        if self.mass is None:
+            if state is not None:
+                raise ValueError("Reweighter state: 'target' must be None for these sources.")
+            return None
+        if not isinstance(state, dict) or set(state) != {"mass", "live"}:
+            raise ValueError("Reweighter state: 'target' must hold 'mass' and 'live'.")
+        k, n = self._layout.num_domains, self._layout.num_items
+        mass = np.asarray(torch.as_tensor(state["mass"]).cpu().numpy(), dtype=np.float64)
+        if mass.shape != (k,) or not np.isfinite(mass).all() or (mass < 0).any():
+            raise ValueError(
+                f"Reweighter state: target 'mass' must hold {k} finite values >= 0, got "
+                f"{mass.tolist()!r:.80}; the state is corrupt."
+            )
+        live = state["live"]
+        if (live is None) != (self._live is None):
+            raise ValueError("Reweighter state: target 'live' does not fit these sources.")
+        if live is not None:
+            live = np.asarray(torch.as_tensor(live).cpu().numpy(), dtype=np.float32)
+            if live.shape != (n,) or not np.isfinite(live).all() or (live <= 0).any():
+                raise ValueError(
+                    f"Reweighter state: target 'live' must hold {n} finite factors > 0; the "
+                    "state is corrupt."
+                )
+        return mass.copy(), live
+
+    def apply_state(self, parsed: tuple[np.ndarray, np.ndarray | None] | None) -> None:
+        if parsed is None:
+            return
+        self.mass, live = parsed
+        if live is not None:
+            self._live = live.copy()
