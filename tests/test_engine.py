@@ -1,4 +1,4 @@
-"""Tests for reweight.engine: Reweighter, StaticWeights, DomainWeights."""
+"""Tests for reweight.engine: Reweighter with StaticImportance and DomainMixing sources."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import reweight.engine
-from reweight import DomainWeights, Reweighter, StaticWeights
+from reweight import DomainMixing, Reweighter, StaticImportance
 from reweight.weights import static_factor
 from tests.state_compare import assert_states_equal
 
@@ -50,11 +50,13 @@ def test_reduce_without_weighting_is_plain_mean() -> None:
     losses = torch.tensor([1.0, 2.0, 3.0, 6.0])
     out = rw.reduce(losses, _batch([0, 61, 95, 99]))
     assert torch.allclose(out, losses.mean())
-    assert torch.equal(rw.loss_weights(torch.tensor([0, 99])), torch.ones(2, dtype=torch.float64))
+    assert torch.equal(
+        rw.importance_ratios(torch.tensor([0, 99])), torch.ones(2, dtype=torch.float64)
+    )
 
 
 def test_reduce_keeps_gradient_through_losses() -> None:
-    rw = _rw(domain_weights=DomainWeights(PI, mode="weight"))
+    rw = _rw(sources=[DomainMixing(PI, mode="weight")])
     losses = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     rw.reduce(losses, _batch([0, 60, 90])).backward()
     assert losses.grad is not None and torch.isfinite(losses.grad).all()
@@ -81,9 +83,7 @@ def test_reduce_length_mismatch_raises() -> None:
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_non_finite_loss_raises_and_changes_nothing(bad: float, weighted: bool) -> None:
-    rw = _rw(
-        domain_weights=DomainWeights(PI, mode="weight") if weighted else None, nonfinite="raise"
-    )
+    rw = _rw(sources=[DomainMixing(PI, mode="weight")] if weighted else [], nonfinite="raise")
     rw.reduce(torch.ones(4), _batch([0, 1, 60, 90]))
     before = rw.state_dict()
     metrics_before = rw.metrics()
@@ -97,10 +97,10 @@ def test_non_finite_loss_raises_and_changes_nothing(bad: float, weighted: bool) 
 
 
 def test_domain_weights_weight_mode_ratio_and_reduce() -> None:
-    rw = _rw(domain_weights=DomainWeights(PI, mode="weight"))
+    rw = _rw(sources=[DomainMixing(PI, mode="weight")])
     idx = np.arange(N)
     expected = PI[DOMAINS] / NATURAL[DOMAINS]
-    np.testing.assert_allclose(rw.loss_weights(idx).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(rw.importance_ratios(idx).numpy(), expected, rtol=1e-12)
     # The sampler keeps drawing domains in their natural proportions.
     np.testing.assert_allclose(rw.sampler.domain_probs, NATURAL, rtol=1e-12)
 
@@ -117,18 +117,18 @@ def test_domain_weights_weight_mode_ratio_and_reduce() -> None:
 
 
 def test_domain_weights_by_name_mapping() -> None:
-    rw = _rw(domain_weights=DomainWeights({"web": 1.0, "math": 1.0}, mode="sample"))
+    rw = _rw(sources=[DomainMixing({"web": 1.0, "math": 1.0}, mode="sample")])
     np.testing.assert_allclose(rw.sampler.domain_probs, [0.5, 0.0, 0.5])
     with pytest.raises(ValueError, match="unknown domain"):
-        _rw(domain_weights=DomainWeights({"nope": 1.0}))
+        _rw(sources=[DomainMixing({"nope": 1.0})])
     with pytest.raises(ValueError, match="one per domain"):
-        _rw(domain_weights=DomainWeights([1.0, 2.0]))
+        _rw(sources=[DomainMixing([1.0, 2.0])])
 
 
 def test_domain_weights_sample_mode() -> None:
-    rw = _rw(domain_weights=DomainWeights(PI * 7, mode="sample"))  # normalised
+    rw = _rw(sources=[DomainMixing(PI * 7, mode="sample")])  # normalised
     np.testing.assert_allclose(rw.sampler.domain_probs, PI, rtol=1e-12)
-    np.testing.assert_array_equal(rw.loss_weights(np.arange(N)).numpy(), np.ones(N))
+    np.testing.assert_array_equal(rw.importance_ratios(np.arange(N)).numpy(), np.ones(N))
     losses = torch.tensor([1.0, 2.0, 4.0])
     assert torch.allclose(rw.reduce(losses, _batch([0, 60, 90])), losses.mean())
     draws = rw.sampler.sample(20_000, seed=3)
@@ -146,7 +146,7 @@ def _logw(seed: int = 0) -> np.ndarray:
 def test_static_sample_mode_probabilities() -> None:
     logw = _logw()
     beta, clip, floor = 0.5, 3.0, 0.2
-    rw = _rw(static=StaticWeights(logw, beta=beta, clip=clip, floor=floor, mode="sample"))
+    rw = _rw(sources=[StaticImportance(logw, beta=beta, clip=clip, floor=floor, mode="sample")])
     a = np.exp(beta * np.clip(logw, -clip, clip))
     a = a / a.max()
     a = np.maximum(a, floor * a.mean())
@@ -156,7 +156,7 @@ def test_static_sample_mode_probabilities() -> None:
         want = NATURAL[d] * a[members] / a[members].sum()
         np.testing.assert_allclose(q[members], want, rtol=1e-5)
     # Sample mode: no loss correction.
-    np.testing.assert_array_equal(rw.loss_weights(np.arange(N)).numpy(), np.ones(N))
+    np.testing.assert_array_equal(rw.importance_ratios(np.arange(N)).numpy(), np.ones(N))
     # The floor actually bites for this data (otherwise the test would not test it).
     raw = np.exp(beta * np.clip(logw, -clip, clip))
     raw = raw / raw.max()
@@ -166,8 +166,7 @@ def test_static_sample_mode_probabilities() -> None:
 def test_static_sample_mode_with_domain_sampling() -> None:
     logw = _logw(1)
     rw = _rw(
-        static=StaticWeights(logw, beta=0.5, mode="sample"),
-        domain_weights=DomainWeights(PI, mode="sample"),
+        sources=[StaticImportance(logw, beta=0.5, mode="sample"), DomainMixing(PI, mode="sample")],
     )
     a = static_factor(logw, 0.5)
     q = rw.sampler.probabilities(np.arange(N))
@@ -179,7 +178,7 @@ def test_static_sample_mode_with_domain_sampling() -> None:
 
 def test_static_weight_mode_ratio() -> None:
     logw = _logw(2)
-    rw = _rw(static=StaticWeights(logw, beta=1.0, mode="weight"))
+    rw = _rw(sources=[StaticImportance(logw, beta=1.0, mode="weight")])
     a = static_factor(logw, 1.0)
     q = rw.sampler.probabilities(np.arange(N))
     np.testing.assert_allclose(q, 1.0 / N, rtol=1e-12)  # drawn as if unweighted
@@ -188,7 +187,7 @@ def test_static_weight_mode_ratio() -> None:
     for d in range(3):
         members = d == DOMAINS
         p[members] = NATURAL[d] * a[members] / a[members].sum()
-    ratio = rw.loss_weights(np.arange(N)).numpy()
+    ratio = rw.importance_ratios(np.arange(N)).numpy()
     np.testing.assert_allclose(ratio / ratio.sum(), (p / q) / (p / q).sum(), rtol=1e-5)
 
 
@@ -196,8 +195,10 @@ def test_static_weight_mode_is_unbiased_monte_carlo() -> None:
     """E over sampled batches of reduce() ≈ Σ_i p(i)·loss_i (self-normalised IS, big batches)."""
     logw = _logw(3)
     rw = _rw(
-        static=StaticWeights(logw, beta=1.0, clip=2.0, mode="weight"),
-        domain_weights=DomainWeights(PI, mode="weight"),
+        sources=[
+            StaticImportance(logw, beta=1.0, clip=2.0, mode="weight"),
+            DomainMixing(PI, mode="weight"),
+        ],
     )
     a = static_factor(logw, 1.0, clip=2.0)
     p = np.empty(N)
@@ -223,9 +224,9 @@ def test_static_weights_from_npy_path(tmp_path: object) -> None:
     logw = _logw(5)
     path = Path(str(tmp_path)) / "logw.npy"
     np.save(path, logw.astype(np.float32))
-    from_path = _rw(static=StaticWeights(str(path), beta=0.5))
-    from_path_obj = _rw(static=StaticWeights(path, beta=0.5))
-    from_array = _rw(static=StaticWeights(logw.astype(np.float32), beta=0.5))
+    from_path = _rw(sources=[StaticImportance(str(path), beta=0.5)])
+    from_path_obj = _rw(sources=[StaticImportance(path, beta=0.5)])
+    from_array = _rw(sources=[StaticImportance(logw.astype(np.float32), beta=0.5)])
     idx = np.arange(N)
     np.testing.assert_allclose(
         from_path.sampler.probabilities(idx), from_array.sampler.probabilities(idx)
@@ -234,27 +235,27 @@ def test_static_weights_from_npy_path(tmp_path: object) -> None:
         from_path_obj.sampler.probabilities(idx), from_array.sampler.probabilities(idx)
     )
     with pytest.raises(FileNotFoundError):
-        _rw(static=StaticWeights(str(path) + ".missing"))
+        _rw(sources=[StaticImportance(str(path) + ".missing")])
 
 
 def test_static_weights_from_tensor() -> None:
     logw = _logw(6)
-    rw = _rw(static=StaticWeights(torch.from_numpy(logw), beta=0.5))
-    ref = _rw(static=StaticWeights(logw, beta=0.5))
+    rw = _rw(sources=[StaticImportance(torch.from_numpy(logw), beta=0.5)])
+    ref = _rw(sources=[StaticImportance(logw, beta=0.5)])
     idx = np.arange(N)
     np.testing.assert_allclose(rw.sampler.probabilities(idx), ref.sampler.probabilities(idx))
 
 
 def test_unknown_mode_raises() -> None:
     with pytest.raises(ValueError, match="valid modes"):
-        _rw(static=StaticWeights(np.zeros(N), mode="upweight"))  # type: ignore[arg-type]
+        _rw(sources=[StaticImportance(np.zeros(N), mode="upweight")])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="valid modes"):
-        _rw(domain_weights=DomainWeights(PI, mode="both"))  # type: ignore[arg-type]
+        _rw(sources=[DomainMixing(PI, mode="both")])  # type: ignore[arg-type]
 
 
 def test_static_length_mismatch_raises() -> None:
     with pytest.raises(ValueError, match="one per item"):
-        _rw(static=StaticWeights(np.zeros(N - 1)))
+        _rw(sources=[StaticImportance(np.zeros(N - 1))])
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -262,7 +263,7 @@ def test_static_non_finite_raises(bad: float) -> None:
     logw = np.zeros(N)
     logw[7] = bad
     with pytest.raises(ValueError, match="non-finite"):
-        _rw(static=StaticWeights(logw))
+        _rw(sources=[StaticImportance(logw)])
 
 
 # ---------------------------------------------------------------- state
@@ -280,13 +281,17 @@ def _consume(rw: Reweighter, it: object, batches: int, batch_size: int = 16) -> 
 
 @pytest.mark.parametrize("prefetched", [0, 24])
 def test_state_round_trip_continues_stream(prefetched: int) -> None:
-    kwargs = dict(
-        static=StaticWeights(_logw(7), beta=0.5, mode="sample"),
-        domain_weights=DomainWeights(PI, mode="weight"),
-        seed=11,
-        num_samples=1000,
-    )
-    rw = _rw(**kwargs)
+    def build() -> Reweighter:  # sources hold per-run state: fresh ones for each Reweighter
+        return _rw(
+            sources=[
+                StaticImportance(_logw(7), beta=0.5, mode="sample"),
+                DomainMixing(PI, mode="weight"),
+            ],
+            seed=11,
+            num_samples=1000,
+        )
+
+    rw = build()
     it = iter(rw.sampler)
     _consume(rw, it, 3)
     extra = _take(it, prefetched)  # drawn by a DataLoader's prefetch, not trained on yet
@@ -296,7 +301,7 @@ def test_state_round_trip_continues_stream(prefetched: int) -> None:
     assert state["sampler"]["stream"]["items"].tolist() == extra  # the draws in flight
     expected = extra + _take(it, 200)
 
-    fresh = _rw(**kwargs)
+    fresh = build()
     fresh.load_state_dict(state)
     assert fresh.global_step == 3
     assert _take(iter(fresh.sampler), len(expected)) == expected
@@ -329,9 +334,9 @@ def test_state_dict_reads_do_not_mutate() -> None:
 
 
 def test_load_other_static_weights_raises() -> None:
-    rw = _rw(static=StaticWeights(_logw(8), beta=0.5))
+    rw = _rw(sources=[StaticImportance(_logw(8), beta=0.5)])
     state = rw.state_dict()
-    other = _rw(static=StaticWeights(_logw(9), beta=0.5))
+    other = _rw(sources=[StaticImportance(_logw(9), beta=0.5)])
     with pytest.raises(ValueError, match="another configuration"):
         other.load_state_dict(state)
     no_static = _rw()
@@ -347,11 +352,11 @@ def test_load_other_domain_names_raises() -> None:
 
 
 def test_load_other_domain_weights_or_seed_raises() -> None:
-    state = _rw(domain_weights=DomainWeights(PI)).state_dict()
+    state = _rw(sources=[DomainMixing(PI)]).state_dict()
     with pytest.raises(ValueError, match="another configuration"):
-        _rw(domain_weights=DomainWeights([1.0, 1.0, 1.0])).load_state_dict(state)
+        _rw(sources=[DomainMixing([1.0, 1.0, 1.0])]).load_state_dict(state)
     with pytest.raises(ValueError, match="another configuration"):
-        _rw(domain_weights=DomainWeights(PI), seed=99).load_state_dict(state)
+        _rw(sources=[DomainMixing(PI)], seed=99).load_state_dict(state)
 
 
 def test_load_bad_version_raises() -> None:
@@ -369,8 +374,10 @@ def test_load_bad_version_raises() -> None:
 
 def test_metrics_keys_and_types() -> None:
     rw = _rw(
-        static=StaticWeights(_logw(10), beta=0.5, mode="weight"),
-        domain_weights=DomainWeights(PI, mode="sample"),
+        sources=[
+            StaticImportance(_logw(10), beta=0.5, mode="weight"),
+            DomainMixing(PI, mode="sample"),
+        ],
     )
     it = iter(rw.sampler)
     _consume(rw, it, 2)
@@ -411,7 +418,7 @@ def test_from_dataset() -> None:
     from reweight import IndexedDataset
 
     ds = IndexedDataset.concat({"a": list(range(5)), "b": list(range(3))})
-    rw = Reweighter.from_dataset(ds, domain_weights=DomainWeights({"a": 1, "b": 1}))
+    rw = Reweighter.from_dataset(ds, sources=[DomainMixing({"a": 1, "b": 1})])
     assert rw.domain_names == ["a", "b"]
     np.testing.assert_allclose(rw.sampler.domain_probs, [0.5, 0.5])
     assert Reweighter.from_dataset(IndexedDataset(list(range(4)))).sampler.num_items == 4
