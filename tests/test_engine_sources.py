@@ -1,5 +1,6 @@
-"""Reweighter with every source: dynamic loss weights, loss-table priorities, domain rules
-(schedules, hybrid, online), the importance correction between them, guards and state."""
+"""Reweighter with every source: in-batch loss weights, loss-table priorities, domain rules
+(schedules, sampled at one rule and corrected to another, online), the importance correction
+between them, guards and state."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import itertools
 import math
 import socket
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,9 @@ import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 
-from reweight import DomainMixing, DynamicWeights, Reweighter, StaticWeights
+from reweight import DomainMixing, InBatchWeights, LossPriority, Reweighter, StaticImportance
 from reweight.mixing import Linear, cooldown, temperature_probs
+from reweight.sources import Source
 from reweight.weights import loss_weights
 from tests.state_compare import assert_states_equal
 
@@ -39,12 +42,12 @@ def _logw() -> np.ndarray:
     return np.random.default_rng(3).normal(size=N)
 
 
-# ---------------------------------------------------------------- dynamic in-batch weights
+# ---------------------------------------------------------------- in-batch weights
 
 
 @pytest.mark.parametrize("strategy", ["linupper", "quadratic", "extremes", "upper", "hard"])
 def test_in_batch_weights_are_the_strategy_weights_of_the_batch(strategy: str) -> None:
-    rw = _rw(dynamic=DynamicWeights(strategy, r=0.5))
+    rw = _rw(sources=[InBatchWeights(strategy, r=0.5)])
     losses = torch.tensor([0.2, 1.5, 0.9, 3.0, 2.2], dtype=torch.float64)
     out = rw.reduce(losses, _batch([0, 1, 61, 62, 95]))
     want = loss_weights(losses, strategy, 0.5).numpy()
@@ -54,34 +57,34 @@ def test_in_batch_weights_are_the_strategy_weights_of_the_batch(strategy: str) -
 
 
 def test_burn_in_gives_uniform_weights_then_the_strategy() -> None:
-    rw = _rw(dynamic=DynamicWeights("linupper", r=0.3, burn_in_steps=2))
+    rw = _rw(sources=[InBatchWeights("linupper", r=0.3, burn_in_steps=2)])
     losses = torch.tensor([0.1, 2.0, 4.0])
     for _ in range(2):
         rw.reduce(losses, _batch([0, 1, 2]))
         np.testing.assert_array_equal(rw.last_loss_weights, np.ones(3))
-        assert rw.metrics()["dynamic/burn_in"] == 1.0
+        assert rw.metrics()["in_batch/burn_in"] == 1.0
         rw.step()
     rw.reduce(losses, _batch([0, 1, 2]))
     assert rw.last_loss_weights[0] < 1 < rw.last_loss_weights[2]
-    assert rw.metrics()["dynamic/burn_in"] == 0.0
+    assert rw.metrics()["in_batch/burn_in"] == 0.0
 
 
 def test_r_schedule_follows_progress() -> None:
-    rw = _rw(dynamic=DynamicWeights("linupper", r=Linear(2.0, 0.4)), total_steps=10)
-    assert rw.metrics()["dynamic/r"] == pytest.approx(2.0)
+    rw = _rw(sources=[InBatchWeights("linupper", r=Linear(2.0, 0.4))], total_steps=10)
+    assert rw.metrics()["in_batch/r"] == pytest.approx(2.0)
     for _ in range(5):
         rw.step()
-    assert rw.metrics()["dynamic/r"] == pytest.approx(1.2)
+    assert rw.metrics()["in_batch/r"] == pytest.approx(1.2)
     spec = _rw(
-        dynamic=DynamicWeights(r={"kind": "linear", "start": 2.0, "end": 0.4}), total_steps=4
+        sources=[InBatchWeights(r={"kind": "linear", "start": 2.0, "end": 0.4})], total_steps=4
     )
     for _ in range(4):
         spec.step()
-    assert spec.metrics()["dynamic/r"] == pytest.approx(0.4)
+    assert spec.metrics()["in_batch/r"] == pytest.approx(0.4)
 
 
 def test_schedule_without_total_steps_is_an_error() -> None:
-    rw = _rw(dynamic=DynamicWeights(r=Linear(1.0, 0.5)))
+    rw = _rw(sources=[InBatchWeights(r=Linear(1.0, 0.5))])
     with pytest.raises(ValueError, match="total_steps"):
         rw.step()
     with pytest.raises(ValueError, match="total_steps"):
@@ -90,20 +93,23 @@ def test_schedule_without_total_steps_is_an_error() -> None:
 
 def test_unknown_strategy_and_mode_list_valid_names() -> None:
     with pytest.raises(ValueError, match="linupper"):
-        _rw(dynamic=DynamicWeights("nope"))
-    with pytest.raises(ValueError, match="both"):
-        _rw(dynamic=DynamicWeights(mode="nope"))  # type: ignore[arg-type]
+        _rw(sources=[InBatchWeights("nope")])
+    with pytest.raises(ValueError, match="proposal"):
+        _rw(sources=[LossPriority(mode="nope")])
+    # In-batch weights are loss weights by nature: the only mode is "weight".
+    with pytest.raises(ValueError, match="valid modes: weight"):
+        _rw(sources=[InBatchWeights(mode="sample")])
     with pytest.raises(ValueError, match="rank"):
-        _rw(dynamic=DynamicWeights(mode="sample", priority="nope"))
+        _rw(sources=[LossPriority(priority="nope", mode="sample")])
     with pytest.raises(ValueError, match="unknown"):
-        _rw(domain_weights=DomainMixing({"kind": "uniform"}, mode="nope"))  # type: ignore[arg-type]
+        _rw(sources=[DomainMixing({"kind": "uniform"}, mode="nope")])
 
 
 # ---------------------------------------------------------------- guards
 
 
 def test_nonfinite_losses_are_masked_counted_and_warned_once() -> None:
-    rw = _rw(dynamic=DynamicWeights("linupper", mode="both"))
+    rw = _rw(sources=[InBatchWeights("linupper"), LossPriority(mode="proposal")])
     losses = torch.tensor([1.0, math.nan, 3.0, math.inf], requires_grad=True)
     with pytest.warns(RuntimeWarning, match="masked"):
         out = rw.reduce(losses, _batch([0, 1, 60, 90]))
@@ -124,7 +130,7 @@ def test_nonfinite_losses_are_masked_counted_and_warned_once() -> None:
 
 
 def test_all_nonfinite_is_an_error_that_changes_nothing() -> None:
-    rw = _rw(dynamic=DynamicWeights("linupper", mode="both"))
+    rw = _rw(sources=[InBatchWeights("linupper"), LossPriority(mode="proposal")])
     rw.reduce(torch.tensor([1.0, 2.0]), _batch([0, 1]))
     before = rw.state_dict()
     with pytest.raises(ValueError, match="NaN or inf"):
@@ -140,8 +146,8 @@ def test_batch_index_out_of_range_is_an_error() -> None:
 def test_cap_z_limits_an_outlier_weight() -> None:
     losses = torch.tensor([1.0] * 20 + [1.1] * 20 + [100.0])
     idx = list(range(41))
-    plain = _rw(dynamic=DynamicWeights("hard", r=1.0))
-    capped = _rw(dynamic=DynamicWeights("hard", r=1.0, cap_z=2.0))
+    plain = _rw(sources=[InBatchWeights("hard", r=1.0)])
+    capped = _rw(sources=[InBatchWeights("hard", r=1.0, cap_z=2.0)])
     plain.reduce(losses, _batch(idx))
     capped.reduce(losses, _batch(idx))
     assert plain.last_loss_weights.max() > 40  # the outlier takes nearly everything
@@ -152,60 +158,64 @@ def test_cap_z_limits_an_outlier_weight() -> None:
 
 
 def test_sample_mode_draws_high_loss_items_more() -> None:
-    rw = _rw(dynamic=DynamicWeights(mode="sample", priority="rank", pressure=50.0))
+    rw = _rw(sources=[LossPriority(priority="rank", pressure=50.0, mode="sample")])
     idx = np.arange(60)  # all of "web"
     rw.reduce(torch.from_numpy(idx / 60.0), _batch(idx))
     rw.step()  # the first refresh ranks the seen items among all items
     q = rw.sampler.probabilities(idx)
     assert np.all(np.diff(q) >= 0) and q[-1] / q[0] == pytest.approx(50.0, rel=0.05)
     np.testing.assert_allclose(rw.last_loss_weights, np.ones(60))  # the target is q itself
-    assert rw.metrics()["table/coverage"] == pytest.approx(0.6)
+    assert rw.metrics()["loss_priority/coverage"] == pytest.approx(0.6)
 
 
 def test_refresh_updates_every_item() -> None:
-    rw = _rw(dynamic=DynamicWeights(mode="sample", refresh_every=2, relax_steps=1))
+    rw = _rw(sources=[LossPriority(refresh_every=2, relax_steps=1, mode="sample")])
     rw.reduce(torch.arange(10, dtype=torch.float64), _batch(np.arange(10)))
     rw.step()
     rw.step()  # refresh: staleness relaxes every seen item toward the prior
     m = rw.metrics()
-    assert m["table/staleness_max"] == 2.0
+    assert m["loss_priority/staleness_max"] == 2.0
 
 
-CONFIGS = {
-    "static-weight": {"static": StaticWeights(_logw(), mode="weight")},
-    "static-sample+dyn-both": {
-        "static": StaticWeights(_logw(), mode="sample"),
-        "dynamic": DynamicWeights("uniform", mode="both"),
-    },
-    "static-weight+dyn-both": {
-        "static": StaticWeights(_logw(), mode="weight"),
-        "dynamic": DynamicWeights("uniform", mode="both"),
-    },
-    "static-weight+dyn-sample": {
-        "static": StaticWeights(_logw(), mode="weight"),
-        "dynamic": DynamicWeights("uniform", mode="sample"),
-    },
-    "mixing-weight+dyn-both": {
-        "domain_weights": DomainMixing({"kind": "uniform"}, mode="weight"),
-        "dynamic": DynamicWeights("uniform", mode="both", priority="softmax"),
-    },
-    "hybrid+static-weight": {
-        "domain_weights": DomainMixing({"kind": "uniform"}, mode="hybrid", sample_rule=3.0),
-        "static": StaticWeights(_logw(), mode="weight"),
-    },
+# Sources hold per-run state, so each config builds fresh ones.
+CONFIGS: dict[str, Callable[[], list[Source]]] = {
+    "static-weight": lambda: [StaticImportance(_logw(), mode="weight")],
+    "static-sample+dyn-both": lambda: [
+        StaticImportance(_logw(), mode="sample"),
+        InBatchWeights("uniform"),
+        LossPriority(mode="proposal"),
+    ],
+    "static-weight+dyn-both": lambda: [
+        StaticImportance(_logw(), mode="weight"),
+        InBatchWeights("uniform"),
+        LossPriority(mode="proposal"),
+    ],
+    "static-weight+dyn-sample": lambda: [
+        StaticImportance(_logw(), mode="weight"),
+        LossPriority(mode="sample"),
+    ],
+    "mixing-weight+dyn-both": lambda: [
+        DomainMixing({"kind": "uniform"}, mode="weight"),
+        InBatchWeights("uniform"),
+        LossPriority(priority="softmax", mode="proposal"),
+    ],
+    "hybrid+static-weight": lambda: [
+        DomainMixing({"kind": "uniform"}, mode="weight"),
+        DomainMixing(3.0, mode="proposal"),
+        StaticImportance(_logw(), mode="weight"),
+    ],
 }
 
 
-def _target(rw: Reweighter, config: dict[str, object]) -> np.ndarray:
+def _target(rw: Reweighter, sources: list[Source]) -> np.ndarray:
     """p(i) from DESIGN.md's formula, computed independently of the engine."""
     pi = rw._target_probs
     t = np.ones(N)
-    static = config.get("static")
-    if isinstance(static, StaticWeights):
-        t = static.factor()
-    dynamic = config.get("dynamic")
-    if isinstance(dynamic, DynamicWeights) and dynamic.mode == "sample":
-        t = t * rw.sampler.factors(np.arange(N))[1]
+    for source in sources:
+        if isinstance(source, StaticImportance) and source.in_target:
+            t = t * source.factor()
+        if isinstance(source, LossPriority) and source.in_target:
+            t = t * rw.sampler.factors(np.arange(N))[1]
     mass = np.bincount(DOMAINS, weights=t)
     return pi[DOMAINS] * t / mass[DOMAINS]
 
@@ -213,8 +223,8 @@ def _target(rw: Reweighter, config: dict[str, object]) -> np.ndarray:
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_importance_correction_turns_q_into_p(name: str) -> None:
     """q(i) · (p/q)(i) = p(i) for every item, after updates changed the priorities."""
-    config = CONFIGS[name]
-    rw = _rw(**config, total_steps=10)
+    sources = CONFIGS[name]()
+    rw = _rw(sources=sources, total_steps=10)
     gen = np.random.default_rng(0)
     for _ in range(3):
         idx = gen.choice(N, size=16, replace=False)
@@ -222,8 +232,8 @@ def test_importance_correction_turns_q_into_p(name: str) -> None:
         rw.step()
     items = np.arange(N)
     q = rw.sampler.probabilities(items)
-    ratio = rw.loss_weights(items).numpy()
-    np.testing.assert_allclose(q * ratio, _target(rw, config), rtol=1e-5, atol=1e-12)
+    ratio = rw.importance_ratios(items).numpy()
+    np.testing.assert_allclose(q * ratio, _target(rw, sources), rtol=1e-5, atol=1e-12)
 
 
 # ---------------------------------------------------------------- domain rules
@@ -231,7 +241,7 @@ def test_importance_correction_turns_q_into_p(name: str) -> None:
 
 def test_temperature_cooldown_moves_the_sampler() -> None:
     tau = cooldown(high=5.0, low=1.0, start=0.0, end=1.0)
-    rw = _rw(domain_weights=DomainMixing({"kind": "temperature", "tau": tau}), total_steps=4)
+    rw = _rw(sources=[DomainMixing({"kind": "temperature", "tau": tau})], total_steps=4)
     np.testing.assert_allclose(rw.sampler.domain_probs, temperature_probs(SIZES, 5.0))
     for step in range(1, 5):
         rw.step()
@@ -242,39 +252,45 @@ def test_temperature_cooldown_moves_the_sampler() -> None:
 
 
 def test_weight_mode_samples_naturally_and_weights_by_the_rule() -> None:
-    rw = _rw(domain_weights=DomainMixing({"kind": "temperature", "tau": 3.0}, mode="weight"))
+    rw = _rw(sources=[DomainMixing({"kind": "temperature", "tau": 3.0}, mode="weight")])
     natural = np.asarray(SIZES) / N
     np.testing.assert_allclose(rw.sampler.domain_probs, natural)
     target = temperature_probs(SIZES, 3.0)
-    ratio = rw.loss_weights(np.array([0, 60, 90])).numpy()
+    ratio = rw.importance_ratios(np.array([0, 60, 90])).numpy()
     np.testing.assert_allclose(ratio, target / natural, rtol=1e-12)
 
 
 def test_hybrid_samples_at_one_temperature_and_corrects_to_another() -> None:
     rw = _rw(
-        domain_weights=DomainMixing({"kind": "uniform"}, mode="hybrid", sample_rule=2.0),
+        sources=[
+            DomainMixing({"kind": "uniform"}, mode="weight"),
+            DomainMixing(2.0, mode="proposal"),
+        ],
     )
     sampled = temperature_probs(SIZES, 2.0)
     np.testing.assert_allclose(rw.sampler.domain_probs, sampled)
-    ratio = rw.loss_weights(np.array([0, 60, 90])).numpy()
+    ratio = rw.importance_ratios(np.array([0, 60, 90])).numpy()
     np.testing.assert_allclose(ratio, (1 / 3) / sampled, rtol=1e-12)
-    with pytest.raises(ValueError, match="sample_rule"):
-        _rw(domain_weights=DomainMixing({"kind": "uniform"}, mode="hybrid"))
-    with pytest.raises(ValueError, match="hybrid"):
-        _rw(domain_weights=DomainMixing({"kind": "uniform"}, sample_rule=2.0))
+    # "hybrid" and sample_rule are gone: a "weight" source plus a "proposal" source instead.
+    with pytest.raises(ValueError, match="valid modes: sample, weight, proposal"):
+        _rw(sources=[DomainMixing({"kind": "uniform"}, mode="hybrid")])
+    with pytest.raises(TypeError, match="sample_rule"):
+        _rw(sources=[{"kind": "mixing", "rule": {"kind": "uniform"}, "sample_rule": 2.0}])
 
 
 @pytest.mark.parametrize("mode", ["sample", "weight", "hybrid"])
 def test_every_mode_has_the_same_expected_loss(mode: str) -> None:
     """Upsample vs upweight: E_q[w·f] is the same target expectation in every mode."""
     spec = {"kind": "temperature", "tau": 4.0}
-    rw = _rw(
-        domain_weights=DomainMixing(spec, mode=mode, sample_rule=1.5 if mode == "hybrid" else None)
-    )
+    if mode == "hybrid":  # draw at τ = 1.5, correct to the rule
+        sources = [DomainMixing(spec, mode="weight"), DomainMixing(1.5, mode="proposal")]
+    else:
+        sources = [DomainMixing(spec, mode=mode)]
+    rw = _rw(sources=sources)
     items = np.arange(N)
     f = np.sin(items)
     q = rw.sampler.probabilities(items)
-    w = rw.loss_weights(items).numpy()
+    w = rw.importance_ratios(items).numpy()
     target = temperature_probs(SIZES, 4.0)
     want = sum(target[d] * f[np.equal(DOMAINS, d)].mean() for d in range(3))
     assert float((q * w * f).sum()) == pytest.approx(want, rel=1e-10)
@@ -282,7 +298,7 @@ def test_every_mode_has_the_same_expected_loss(mode: str) -> None:
 
 def test_doremi_upweights_the_domain_with_excess_loss() -> None:
     rule = {"kind": "doremi", "eta": 1.0}
-    rw = _rw(domain_weights=DomainMixing(rule), total_steps=50)
+    rw = _rw(sources=[DomainMixing(rule)], total_steps=50)
     gen = np.random.default_rng(1)
     for _ in range(20):
         idx = gen.choice(N, size=24, replace=False)
@@ -300,19 +316,19 @@ def test_doremi_upweights_the_domain_with_excess_loss() -> None:
 
 def test_doremi_reference_from_a_per_item_array() -> None:
     reference = np.where(DOMAINS == 1, 0.0, 5.0)
-    rw = _rw(domain_weights=DomainMixing({"kind": "doremi"}, reference=reference), total_steps=50)
+    rw = _rw(sources=[DomainMixing({"kind": "doremi"}, reference=reference)], total_steps=50)
     for _ in range(10):
         idx = np.arange(0, N, 3)
         rw.reduce(torch.ones(idx.size), _batch(idx))
         rw.step()
     assert np.argmax(rw.sampler.domain_probs) == 1
     with pytest.raises(ValueError, match="one per item"):
-        _rw(domain_weights=DomainMixing({"kind": "doremi"}, reference=np.ones(3)))
+        _rw(sources=[DomainMixing({"kind": "doremi"}, reference=np.ones(3))])
 
 
 def test_odm_prefers_the_high_loss_domain() -> None:
     rw = _rw(
-        domain_weights=DomainMixing({"kind": "odm", "eta": 1.0, "warmup_steps": 5}),
+        sources=[DomainMixing({"kind": "odm", "eta": 1.0, "warmup_steps": 5})],
         total_steps=400,
     )
     gen = np.random.default_rng(2)
@@ -328,7 +344,7 @@ def test_domain_rule_with_wrong_domain_count_is_an_error() -> None:
     from reweight.mixing import FixedMixture
 
     with pytest.raises(ValueError, match="domains"):
-        _rw(domain_weights=DomainMixing(FixedMixture([0.5, 0.5])))
+        _rw(sources=[DomainMixing(FixedMixture([0.5, 0.5]))])
 
 
 # ---------------------------------------------------------------- state
@@ -336,9 +352,12 @@ def test_domain_rule_with_wrong_domain_count_is_an_error() -> None:
 
 def _full(**kwargs: object) -> Reweighter:
     return _rw(
-        static=StaticWeights(_logw(), mode="weight"),
-        domain_weights=DomainMixing({"kind": "doremi"}),
-        dynamic=DynamicWeights("linupper", mode="both", refresh_every=3),
+        sources=[
+            StaticImportance(_logw(), mode="weight"),
+            DomainMixing({"kind": "doremi"}),
+            InBatchWeights("linupper"),
+            LossPriority(refresh_every=3, mode="proposal"),
+        ],
         total_steps=20,
         seed=5,
         **kwargs,
@@ -379,13 +398,16 @@ def test_resume_continues_exactly_with_every_source() -> None:
 def test_state_from_another_dynamic_configuration_is_rejected() -> None:
     state = _full().state_dict()
     other = _rw(
-        static=StaticWeights(_logw(), mode="weight"),
-        domain_weights=DomainMixing({"kind": "doremi"}),
-        dynamic=DynamicWeights("quadratic", mode="both"),
+        sources=[
+            StaticImportance(_logw(), mode="weight"),
+            DomainMixing({"kind": "doremi"}),
+            InBatchWeights("quadratic"),
+            LossPriority(mode="proposal"),
+        ],
         total_steps=20,
         seed=5,
     )
-    with pytest.raises(ValueError, match="dynamic"):
+    with pytest.raises(ValueError, match=r"another configuration.*sources"):
         other.load_state_dict(state)
 
 
@@ -396,9 +418,9 @@ def test_metrics_are_finite_floats_with_every_source() -> None:
     assert all(type(v) is float and math.isfinite(v) for v in m.values())
     for key in (
         "progress",
-        "dynamic/r",
-        "table/coverage",
-        "table/staleness_mean",
+        "in_batch/r",
+        "loss_priority/coverage",
+        "loss_priority/staleness_mean",
         "loss_weight/ess_fraction",
         "loss_weight/max_min_ratio",
         "mixing/weights/web",
@@ -432,8 +454,11 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
     )
     try:
         rw = _rw(
-            dynamic=DynamicWeights("linupper", r=0.5, mode="both"),
-            domain_weights=DomainMixing({"kind": "doremi"}, mode="weight"),
+            sources=[
+                InBatchWeights("linupper", r=0.5),
+                LossPriority(mode="proposal"),
+                DomainMixing({"kind": "doremi"}, mode="weight"),
+            ],
             total_steps=10,
         )
         part = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
@@ -463,8 +488,11 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
 def test_two_ranks_compute_the_weights_of_one_process(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     single = _rw(
-        dynamic=DynamicWeights("linupper", r=0.5, mode="both"),
-        domain_weights=DomainMixing({"kind": "doremi"}, mode="weight"),
+        sources=[
+            InBatchWeights("linupper", r=0.5),
+            LossPriority(mode="proposal"),
+            DomainMixing({"kind": "doremi"}, mode="weight"),
+        ],
         total_steps=10,
     )
     loss = GLOBAL_LOSS.clone().requires_grad_(True)
