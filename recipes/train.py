@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `recipes` importable
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -36,14 +37,8 @@ from torch.utils.data import DataLoader
 from recipes.dashboard import make_dashboard
 from recipes.data import ByteLMDataset, Corpus, build_corpus, load_user_corpus
 from recipes.model import ByteTransformerLM, make_optimizer, per_sample_loss
-from reweight import (
-    DomainMixing,
-    DynamicWeights,
-    IndexedDataset,
-    ReweightCallback,
-    Reweighter,
-    StaticWeights,
-)
+from reweight import IndexedDataset, ReweightCallback, Reweighter
+from reweight.sources import Source
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -100,15 +95,13 @@ class JsonlLogger(Logger):
 class WeightHistograms(pl.Callback):
     """Keeps the recent loss weights (for the dashboard) and logs W&B histograms of them."""
 
-    def __init__(self, reweighter: Reweighter | None, every: int, keep: int = 4096) -> None:
+    def __init__(self, reweighter: Reweighter, every: int, keep: int = 4096) -> None:
         self.reweighter = reweighter
         self.every = every
         self.keep = keep
         self.recent: list[np.ndarray] = []
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.reweighter is None:
-            return
         self.recent.append(self.reweighter.last_loss_weights)
         while sum(r.size for r in self.recent) > self.keep and len(self.recent) > 1:
             self.recent.pop(0)
@@ -140,21 +133,18 @@ class LanguageModel(pl.LightningModule):
     val_sum: torch.Tensor  # per-domain validation loss sums and counts (buffers)
     val_count: torch.Tensor
 
-    def __init__(self, cfg: DictConfig, reweighter: Reweighter | None, names: list[str]) -> None:
+    def __init__(self, cfg: DictConfig, reweighter: Reweighter, names: list[str]) -> None:
         super().__init__()
         self.cfg = cfg
         self.reweighter = reweighter
         self.domain_names = names
-        self.net = ByteTransformerLM(
-            seq_len=int(cfg.data.seq_len), seed=int(cfg.seed), **_plain(cfg.model)
-        )
+        self.net: ByteTransformerLM = instantiate(cfg.model)
         self.register_buffer("val_sum", torch.zeros(len(names), dtype=torch.float64))
         self.register_buffer("val_count", torch.zeros(len(names), dtype=torch.float64))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = per_sample_loss(self.net, batch["tokens"])
-        rw = self.reweighter
-        loss = losses.mean() if rw is None else rw.reduce(losses, batch)
+        loss = self.reweighter.reduce(losses, batch)
         self.log("train/loss", losses.detach().mean(), prog_bar=True)
         return loss
 
@@ -224,53 +214,50 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def static_log_weights(cfg: DictConfig, corpus: Corpus, train_idx: np.ndarray) -> np.ndarray:
-    """DSIR log importance weights of the training sequences toward the target domain."""
-    from reweight.static import fit
+def build_sources(cfg: DictConfig, corpus: Corpus, train_idx: np.ndarray) -> list[Source]:
+    """The preset's weight sources, instantiated from their ``_target_`` (a source class, or a
+    factory such as :func:`recipes.dsir.dsir_importance` that also takes the corpus and the
+    training split); each is named by its key under ``reweight.sources``; null entries are off.
+    """
+    import inspect
 
-    target_name = cfg.target_domain
-    if target_name not in corpus.domain_names:
-        raise ValueError(
-            f"reweight.static.target_domain {target_name!r} is not a domain of this corpus; "
-            f"choose one of {corpus.domain_names}."
-        )
-    texts = [bytes(row).decode("utf-8", errors="replace") for row in corpus.tokens[train_idx]]
-    target_id = corpus.domain_names.index(target_name)
-    target = [t for t, d in zip(texts, corpus.domains[train_idx], strict=True) if d == target_id]
-    estimator = fit(texts, target, num_buckets=int(cfg.get("num_buckets", 10_000)))
-    return estimator.log_importance_weights(texts)
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_object
+
+    context = {"corpus": corpus, "train_idx": train_idx}
+    sources: list[Source] = []
+    for name, spec in (cfg.reweight.get("sources") or {}).items():
+        if spec is None:
+            continue
+        if "_target_" not in spec:
+            raise ValueError(
+                f"reweight.sources.{name} has no _target_; give the source class, e.g. "
+                "_target_: reweight.sources.DomainMixing."
+            )
+        parameters = inspect.signature(get_object(spec._target_)).parameters
+        extra = {key: value for key, value in context.items() if key in parameters}
+        try:
+            source = instantiate(spec, name=str(name), _convert_="all", **extra)
+        except InstantiationException as error:  # show the source's own message, not Hydra's
+            if isinstance(error.__cause__, (ValueError, TypeError)):
+                raise error.__cause__ from None
+            raise
+        if not isinstance(source, Source):
+            raise TypeError(
+                f"reweight.sources.{name}: {spec._target_} built a {type(source).__name__}, "
+                "not a weight source (reweight.sources)."
+            )
+        sources.append(source)
+    return sources
 
 
 def build_reweighter(
     cfg: DictConfig, corpus: Corpus, train_idx: np.ndarray, train_set: IndexedDataset
-) -> Reweighter | None:
-    """The Reweighter of a ``reweight`` preset (None for ``reweight=none``)."""
-    rcfg = cfg.reweight
-    if rcfg.static is None and rcfg.mixing is None and rcfg.dynamic is None:
-        return None
-    static = None
-    if rcfg.static is not None:
-        static = StaticWeights(
-            static_log_weights(rcfg.static, corpus, train_idx),
-            beta=float(rcfg.static.beta),
-            clip=rcfg.static.clip,
-            mode=rcfg.static.mode,
-        )
-    mixing = None
-    if rcfg.mixing is not None:
-        mixing = DomainMixing(
-            _plain(rcfg.mixing.rule),
-            mode=rcfg.mixing.mode,
-            sample_rule=_plain(rcfg.mixing.get("sample_rule")),
-        )
-    dynamic = None
-    if rcfg.dynamic is not None:
-        dynamic = DynamicWeights(**_plain(rcfg.dynamic))
+) -> Reweighter:
+    """The Reweighter of a ``reweight`` preset (``reweight=none``: one without sources)."""
     return Reweighter.from_dataset(
         train_set,
-        static=static,
-        domain_weights=mixing,
-        dynamic=dynamic,
+        sources=build_sources(cfg, corpus, train_idx),
         total_steps=int(cfg.steps),
         seed=int(cfg.seed),
         infinite=True,
@@ -327,31 +314,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ByteLMDataset(corpus, val_idx), domains=corpus.domains[val_idx], domain_names=names
     )
     reweighter = build_reweighter(cfg, corpus, train_idx, train_set)
-    if reweighter is not None:
-        sampler: Any = reweighter.sampler
-        train_loader = DataLoader(
-            train_set,
-            batch_size=int(cfg.batch_size),
-            sampler=sampler,
-            num_workers=int(cfg.num_workers),
-        )
-    else:
-        from reweight import ReweightSampler
-
-        # The same lazy, rank-sharded, resumable stream, just unweighted.
-        plain = ReweightSampler(len(train_set), seed=int(cfg.seed), infinite=True)
-        train_loader = DataLoader(
-            train_set,
-            batch_size=int(cfg.batch_size),
-            sampler=plain,
-            num_workers=int(cfg.num_workers),
-        )
+    train_loader = DataLoader(
+        train_set,
+        batch_size=int(cfg.batch_size),
+        sampler=reweighter.sampler,
+        num_workers=int(cfg.num_workers),
+    )
     val_loader = DataLoader(val_set, batch_size=int(cfg.batch_size), shuffle=False)
 
     histograms = WeightHistograms(reweighter, int(cfg.logger.get("histogram_every", 0) or 0))
-    callbacks: list[pl.Callback] = [histograms]
-    if reweighter is not None:
-        callbacks.append(ReweightCallback(reweighter, log_every_n_steps=int(cfg.log_every)))
+    callbacks: list[pl.Callback] = [
+        histograms,
+        ReweightCallback(reweighter, log_every_n_steps=int(cfg.log_every)),
+    ]
     if cfg.checkpoint:
         from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -387,8 +362,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for key, value in trainer.callback_metrics.items():
         if key.startswith("val/"):
             summary[key] = float(value)
-    if reweighter is not None:
-        summary.update({f"reweight/{k}": v for k, v in reweighter.metrics().items()})
+    summary.update({f"reweight/{k}": v for k, v in reweighter.metrics().items()})
     if trainer.is_global_zero:
         for logger in loggers:
             logger.finalize("success")

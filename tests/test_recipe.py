@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -75,13 +76,29 @@ def test_reweight_presets_build_a_reweighter(preset: str) -> None:
 
     train_set = ByteLMDataset(corpus, split.train).indexed()
     rw = recipe.build_reweighter(cfg, corpus, split.train, train_set)
-    if preset == "none":
-        assert rw is None
-        return
-    assert rw is not None and rw.sampler.num_items == len(train_set)
+    assert rw.sampler.num_items == len(train_set)
     assert rw.total_steps == cfg.steps
-    assert (rw.static is not None) == (cfg.reweight.static is not None)
-    assert (rw.dynamic is not None) == (cfg.reweight.dynamic is not None)
+    # Every configured source, named by its key, and of the class its _target_ names.
+    configured = dict(cfg.reweight.sources)
+    assert [s.name for s in rw.sources] == list(configured)
+    for source in rw.sources:
+        target = configured[source.name]["_target_"]
+        assert target.endswith(type(source).__name__) or target == "recipes.dsir.dsir_importance"
+    if preset == "none":
+        assert rw.sources == [] and not rw.needs_total_steps
+
+
+def test_a_source_can_be_switched_off_from_the_command_line() -> None:
+    cfg = _compose(["reweight=full", "reweight.sources.static=null", "data.max_val_per_domain=4"])
+    corpus = recipe.load_corpus(cfg.data)
+    sources = recipe.build_sources(cfg, corpus, corpus.split(0.05, seed=0).train)
+    assert [s.name for s in sources] == ["mixing", "in_batch", "loss_priority"]
+
+
+def test_a_source_without_target_is_a_clear_error() -> None:
+    cfg = _compose(["reweight=mixing", "~reweight.sources.mixing._target_"])
+    with pytest.raises(ValueError, match="_target_"):
+        recipe.build_sources(cfg, None, None)  # type: ignore[arg-type]
 
 
 def test_loggers_instantiate(tmp_path: Path) -> None:
@@ -95,9 +112,10 @@ def test_unknown_data_kind_and_missing_files_are_clear_errors() -> None:
     cfg = _compose(["data=jsonl"])
     with pytest.raises(ValueError, match=r"data\.paths"):
         recipe.load_corpus(cfg.data)
-    cfg = _compose(["reweight=static", "reweight.static.target_domain=nope"])
+    cfg = _compose(["reweight=static", "reweight.sources.static.target_domain=nope"])
+    corpus = recipe.load_corpus(cfg.data)
     with pytest.raises(ValueError, match="target_domain"):
-        recipe.static_log_weights(cfg.reweight.static, recipe.load_corpus(cfg.data), [0, 1])
+        recipe.build_sources(cfg, corpus, corpus.split(0.05, seed=0).train)
 
 
 def _png_ok(path: Path) -> None:
@@ -119,11 +137,13 @@ def test_each_preset_trains_and_writes_its_run(preset: str, tmp_path: Path) -> N
     assert written["val/loss"] == pytest.approx(summary["val/loss"])
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("val/loss" in row for row in rows)
-    if preset != "none":
-        assert any("reweight/domain/code/realised" in row for row in rows)
+    assert any("reweight/domain/code/realised" in row for row in rows)  # none too
     if preset in ("mixing", "full"):
         assert any("reweight/mixing/tau" in row for row in rows)
-    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=False)["callbacks"]
+    saved = [v for k, v in state.items() if k.startswith("ReweightCallback")]
+    assert saved and saved[0]["global_step"] == 6  # the baseline checkpoints its stream too
     _png_ok(tmp_path / "dashboard.png")
     if logger == "wandb":
         assert list((tmp_path / "wandb").glob("offline-run-*"))
