@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from reweight import DomainWeights, IndexedDataset, Reweighter  # noqa: E402
+from reweight import DomainMixing, IndexedDataset, Reweighter  # noqa: E402
 from reweight.callback import ReweightCallback  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ class TinyModule(pl.LightningModule):
 def _reweighter(num_samples: int = 40 * BATCH, **kwargs: Any) -> Reweighter:
     return Reweighter.from_dataset(
         _dataset(),
-        domain_weights=DomainWeights([0.3, 0.3, 0.4], mode="weight"),
+        sources=[DomainMixing([0.3, 0.3, 0.4], mode="weight")],
         seed=7,
         num_samples=num_samples,
         **kwargs,
@@ -273,7 +273,7 @@ def test_resume_with_other_configuration_raises(tmp_path: Path) -> None:
     (path,) = list((tmp_path / "ckpt").glob("*.ckpt"))
     other = Reweighter.from_dataset(
         _dataset(),
-        domain_weights=DomainWeights([0.1, 0.1, 0.8], mode="weight"),
+        sources=[DomainMixing([0.1, 0.1, 0.8], mode="weight")],
         seed=7,
         num_samples=40 * BATCH,
     )
@@ -295,7 +295,7 @@ _DDP_SCRIPT = textwrap.dedent(
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from reweight import DomainWeights, IndexedDataset, Reweighter
+    from reweight import DomainMixing, IndexedDataset, Reweighter
     from reweight.callback import ReweightCallback
 
     OUT = Path(sys.argv[1])
@@ -316,7 +316,7 @@ _DDP_SCRIPT = textwrap.dedent(
 
     def reweighter():
         return Reweighter.from_dataset(
-            dataset(), domain_weights=DomainWeights([0.3, 0.3, 0.4], mode="weight"),
+            dataset(), sources=[DomainMixing([0.3, 0.3, 0.4], mode="weight")],
             seed=3, num_samples=400,
         )
 
@@ -412,7 +412,7 @@ def test_ddp_two_process_cpu(tmp_path: Path) -> None:
     # Rank r yields global positions r, r+2, ... of the single-process stream.
     reference = Reweighter.from_dataset(
         _dataset(),
-        domain_weights=DomainWeights([0.3, 0.3, 0.4], mode="weight"),
+        sources=[DomainMixing([0.3, 0.3, 0.4], mode="weight")],
         seed=3,
         num_samples=400,
     )

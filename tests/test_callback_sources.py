@@ -15,11 +15,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from reweight import (
     DomainMixing,
-    DynamicWeights,
+    InBatchWeights,
     IndexedDataset,
+    LossPriority,
     ReweightCallback,
     Reweighter,
-    StaticWeights,
+    StaticImportance,
 )
 
 
@@ -75,11 +76,12 @@ def test_fit_with_every_source_reads_the_run_length(max_steps: int) -> None:
     logw = np.random.default_rng(0).normal(size=len(ds))
     rw = Reweighter.from_dataset(
         ds,
-        static=StaticWeights(logw, beta=0.5, mode="weight"),
-        domain_weights=DomainMixing({"kind": "cooldown", "high": 5.0, "start": 0.0, "end": 1.0}),
-        dynamic=DynamicWeights(
-            "linupper", r={"kind": "linear", "start": 2.0, "end": 0.5}, mode="both"
-        ),
+        sources=[
+            StaticImportance(logw, beta=0.5, mode="weight"),
+            DomainMixing({"kind": "cooldown", "high": 5.0, "start": 0.0, "end": 1.0}),
+            InBatchWeights("linupper", r={"kind": "linear", "start": 2.0, "end": 0.5}),
+            LossPriority(mode="proposal"),
+        ],
         seed=1,
     )
     loader = DataLoader(ds, batch_size=16, sampler=rw.sampler)
@@ -101,8 +103,8 @@ def test_fit_with_every_source_reads_the_run_length(max_steps: int) -> None:
     assert len(taus) >= 3 and taus[0] > 4 > 1.1 > taus[-1] >= 1.0
     last = logger.rows[-1]
     for key in (
-        "reweight/dynamic/r",
-        "reweight/table/coverage",
+        "reweight/in_batch/r",
+        "reweight/loss_priority/coverage",
         "reweight/loss_weight/ess_fraction",
     ):
         assert key in last

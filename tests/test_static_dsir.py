@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from reweight import Reweighter, StaticWeights
+from reweight import Reweighter, StaticImportance
 from reweight.static import DSIRModel, Files, HashedNgrams, InputError, count_ngrams, fit
 from reweight.static._pipeline import map_ordered, worker_pool
 from reweight.static.io import BadLinesWarning, Chunk
@@ -375,8 +375,8 @@ def test_log_weights_plug_into_reweighter(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "logw.npy"
     model.save_log_importance_weights(raw, path)
     for source in (logw, path, str(path)):
-        static = StaticWeights(log_weights=source, beta=0.5, clip=30.0, mode=mode)  # type: ignore[arg-type]
-        rw = Reweighter(len(raw), static=static)
+        static = StaticImportance(log_weights=source, beta=0.5, clip=30.0, mode=mode)  # type: ignore[arg-type]
+        rw = Reweighter(len(raw), sources=[static])
         factor = static.factor()
         items = np.arange(len(raw))
         q = rw.sampler.probabilities(items)
@@ -384,7 +384,7 @@ def test_log_weights_plug_into_reweighter(tmp_path: Path, mode: str) -> None:
             np.testing.assert_allclose(q, factor / factor.sum(), rtol=1e-5)
         else:  # drawn uniformly; each loss carries the importance ratio
             np.testing.assert_allclose(q, np.full(len(raw), 1 / len(raw)), rtol=1e-6)
-            ratio = rw.loss_weights(items).numpy()
+            ratio = rw.importance_ratios(items).numpy()
             np.testing.assert_allclose(ratio / ratio.sum(), factor / factor.sum(), rtol=1e-5)
         assert factor[:40].mean() > factor[40:].mean()  # target-like items favoured
 
