@@ -250,9 +250,7 @@ def run(strategy: str, seed: int, config: Config | None = None) -> dict[str, Any
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     rw = reweight.Reweighter(
         config.num_items,
-        sources=[
-            reweight.InBatchWeights(strategy, r=config.r, burn_in_steps=config.burn_in_steps)
-        ],
+        sources=[reweight.InBatchWeights(strategy, r=config.r, burn_in_steps=config.burn_in_steps)],
         total_steps=config.steps,
         seed=seed,
         infinite=True,

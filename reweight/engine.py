@@ -14,12 +14,11 @@ import torch
 
 from reweight import distributed
 from reweight._checks import check_choice, check_int, state_step, state_step_of_draws
-from reweight.data import require_index
+from reweight.batch import check_index, gather_batch, warn_nonfinite, warn_unmatched
 from reweight.metrics import BatchRecord
 from reweight.sampler import ReweightSampler
-from reweight.sources import GlobalBatch, ItemUpdate, Layout, Source, make_source
+from reweight.sources import Layout, Source, make_source
 from reweight.sources.compose import Composition
-from reweight.weights.importance import importance_ratios
 
 __all__ = ["Reweighter"]
 
@@ -59,23 +58,6 @@ def _domain_names(names: Sequence[str] | None, count: int | None) -> list[str]:
     return [str(x) for x in names]
 
 
-def check_index(index: Any, num_items: int) -> np.ndarray:
-    """Item indices as a 1-D int64 array; ValueError (not IndexError) when out of range."""
-    if isinstance(index, torch.Tensor):
-        index = index.detach().cpu().numpy()
-    idx = np.asarray(index).reshape(-1)
-    if idx.size and not np.issubdtype(idx.dtype, np.integer):
-        raise TypeError(f"item indices must be integers, got dtype {idx.dtype}.")
-    idx = idx.astype(np.int64)
-    bad = (idx < 0) | (idx >= num_items)
-    if bad.any():
-        raise ValueError(
-            f"batch index {int(idx[bad][0])} is outside 0..{num_items - 1}; the batch must come "
-            "from the dataset the Reweighter was built for."
-        )
-    return idx
-
-
 def _source_names(sources: Sequence[Source]) -> list[str]:
     """Each source's name: its ``name``, else its kind (``kind_2``, ... for repeats)."""
     names: list[str] = []
@@ -89,6 +71,52 @@ def _source_names(sources: Sequence[Source]) -> list[str]:
             name = f"{base}_{count}"
         names.append(name)
     return names
+
+
+def _warn_length(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _parse_header(
+    state: Any, fingerprint: Mapping[str, Any], names: list[str]
+) -> tuple[int, int | None]:
+    """Checks a state's version, keys, fingerprint, steps and sources; returns (step, total)."""
+    if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
+        version = state.get("version") if isinstance(state, Mapping) else None
+        raise ValueError(
+            f"not a Reweighter state of version {_STATE_VERSION} (got version {version!r})."
+        )
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise ValueError(
+            f"Reweighter state: missing field(s) {missing}; the checkpoint is truncated or "
+            "was written by another version."
+        )
+    saved = state["fingerprint"]
+    if saved != fingerprint:
+        diff = [
+            k
+            for k in fingerprint
+            if not isinstance(saved, Mapping) or saved.get(k) != fingerprint[k]
+        ]
+        raise ValueError(
+            f"this checkpoint's reweighting state comes from another configuration (differs "
+            f"in: {', '.join(diff)}); resume with the same data and reweighting settings, "
+            "or start without restoring the reweighter."
+        )
+    step = state_step(state, "global_step", _MAX_STEP)
+    total = state["total_steps"]
+    if total is not None:
+        total = state_step(state, "total_steps", None, minimum=1)
+    clock = state_step_of_draws(state["sampler"])
+    if clock is not None and clock > step:
+        raise ValueError(
+            f"Reweighter state: draws in flight were made at step {clock}, after "
+            f"'global_step' {step}; the state is corrupt."
+        )
+    if not isinstance(state["sources"], Mapping) or set(state["sources"]) != set(names):
+        raise ValueError(f"Reweighter state: 'sources' must hold the states of {names}.")
+    return step, total
 
 
 class Reweighter:
@@ -172,18 +200,12 @@ class Reweighter:
             source.bind(layout)
             source.name = name
         self.sources = built
-        self._composition = Composition(built, layout, sampler.natural_probs())
-        if self._composition.proposal_factors is not None:
-            sampler.set_static(self._composition.proposal_factors)
-            self._composition.proposal_factors = None
+        self._composition = Composition(built, layout, sampler)
         self.nonfinite = nonfinite
         self.self_normalize = bool(self_normalize)
         self.total_steps = total
         self.global_step = 0
         self._record = record
-        self._target_probs = sampler.natural_probs()
-        self._sampled: np.ndarray | None = None
-        self._apply_domain_probs(self._composition.domain_probs(0.0))
         self._fingerprint = {
             "sampler": sampler.fingerprint(),
             "domain_names": list(self.domain_names),
@@ -216,16 +238,14 @@ class Reweighter:
         total, old = _check_total_steps(total_steps), self.total_steps
         probs = self._composition.domain_probs(self._progress_at(self.global_step, total))
         if old is not None and total != old:
-            warnings.warn(
+            _warn_length(
                 f"the run's length changes from {old} to {total} optimizer steps at step "
                 f"{self.global_step}; schedules now read progress as step / {total} (a resumed "
                 "run with another max_steps: the schedule is not the one an uninterrupted run "
-                "of either length would follow).",
-                RuntimeWarning,
-                stacklevel=2,
+                "of either length would follow)."
             )
         self.total_steps = total
-        self._apply_domain_probs(probs)
+        self._composition.apply(probs)
 
     @property
     def needs_total_steps(self) -> bool:
@@ -241,15 +261,6 @@ class Reweighter:
     def _progress_at(step: int, total: int | None) -> float:
         return 0.0 if total is None else min(1.0, step / total)
 
-    def _apply_domain_probs(self, probs: tuple[np.ndarray, np.ndarray] | None) -> None:
-        if probs is None:
-            return
-        target, sample = probs
-        if self._sampled is None or not np.array_equal(sample, self._sampled):
-            self.sampler.set_domain_probs(sample)
-            self._sampled = sample
-        self._target_probs = target
-
     # ------------------------------------------------------------------ weights
 
     def importance_ratios(self, index: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -258,14 +269,7 @@ class Reweighter:
         idx = check_index(index, self.sampler.num_items)
         if not self._composition.weighting:
             return torch.ones(idx.size, dtype=torch.float64)
-        return torch.from_numpy(self._ratios(idx, self.sampler.probabilities(idx)))
-
-    def _ratios(self, idx: np.ndarray, q: np.ndarray) -> np.ndarray:
-        dom = self.sampler.item_domains(idx)
-        p = self._composition.target_probabilities(
-            idx, dom, self._target_probs, self.sampler.item_shares
-        )
-        return importance_ratios(p, q)
+        return torch.from_numpy(self._composition.ratios(idx, self.sampler.probabilities(idx)))
 
     def reduce(self, per_sample_loss: torch.Tensor, batch: Any) -> torch.Tensor:
         """Weighted mean of per-sample losses, with weights of mean 1 over the global batch.
@@ -281,7 +285,16 @@ class Reweighter:
         Returns:
             A scalar loss to backpropagate; the weights carry no gradient.
         """
-        gathered, ranks = self._gather(per_sample_loss, batch)
+        gathered, ranks = gather_batch(
+            per_sample_loss,
+            batch,
+            keys=self._batch_keys,
+            num_items=self.sampler.num_items,
+            item_domains=self.sampler.item_domains,
+            nonfinite=self.nonfinite,
+            step=self.global_step,
+            progress=self.progress,
+        )
         valid = gathered.valid
         draws = self.sampler.match_draws(gathered.index, ranks)
         weights = valid.astype(np.float64)  # no state changes from here to the updates below
@@ -290,10 +303,11 @@ class Reweighter:
             if extra is not None:
                 weights = weights * extra
         if self._composition.weighting:
-            if draws is None:
-                self._warn_unmatched()
+            if draws is None and not self._warned_unmatched and self.sampler.draws_yielded:
+                self._warned_unmatched = True
+                warn_unmatched()
             q = draws.q if draws is not None else self.sampler.probabilities(gathered.index)
-            weights = weights * self._ratios(gathered.index, q)
+            weights = weights * self._composition.ratios(gathered.index, q)
         weights = np.where(valid, weights, 0.0)
         total, num_valid = float(weights.sum()), int(valid.sum())
         if not total > 0 or not np.isfinite(total):
@@ -303,12 +317,13 @@ class Reweighter:
             )
         if self.self_normalize:
             weights *= num_valid / total
-        self._warn_nonfinite(gathered)
+        if not valid.all() and not self._record.masked_total:
+            warn_nonfinite(gathered)
         finite = gathered.finite()
         for source in self.sources:  # every check before any change
             source.check_observe(finite)
         for source in self.sources:
-            self._route(source, source.observe(finite))
+            self._composition.route(source, source.observe(finite))
         if draws is not None:
             self.sampler.commit_draws(draws)
         self._record.observe(gathered, weights, None if draws is None else draws.clock)
@@ -317,90 +332,6 @@ class Reweighter:
         local_valid = torch.from_numpy(valid[mine]).to(per_sample_loss.device)
         safe = torch.where(local_valid, per_sample_loss, torch.zeros_like(per_sample_loss))
         return (local_w * safe).sum() * (distributed.world_size() / num_valid)
-
-    def _gather(self, per_sample_loss: torch.Tensor, batch: Any) -> tuple[GlobalBatch, np.ndarray]:
-        """The global batch (losses, indices, ranks and the sources' batch keys, all-gathered)."""
-        index = require_index(batch)
-        if not isinstance(per_sample_loss, torch.Tensor):
-            raise TypeError(f"per_sample_loss must be a tensor, got {type(per_sample_loss)}.")
-        if per_sample_loss.dim() != 1 or per_sample_loss.numel() != index.numel():
-            raise ValueError(
-                f"per_sample_loss has shape {tuple(per_sample_loss.shape)} but the batch has "
-                f"{index.numel()} indices; compute the loss with reduction='none' (one value per "
-                "sample) and average any extra dimensions per sample first."
-            )
-        local_idx = index.detach().cpu().to(torch.int64)
-        check_index(local_idx, self.sampler.num_items)
-        loss = per_sample_loss.detach().to(device="cpu", dtype=torch.float64)
-        columns = [loss, local_idx.to(torch.float64), torch.full_like(loss, distributed.rank())]
-        keys = [k for k in self._batch_keys if isinstance(batch, Mapping) and k in batch]
-        for key in keys:
-            column = torch.as_tensor(batch[key]).detach().cpu().to(torch.float64).reshape(-1)
-            if column.numel() != loss.numel():
-                raise ValueError(
-                    f"batch[{key!r}] has {column.numel()} values for {loss.numel()} samples; "
-                    "give one per sample."
-                )
-            columns.append(column)
-        local = torch.stack(columns, dim=1).to(distributed.collective_device())
-        rows = distributed.all_gather_cat(local).cpu().numpy()
-        idx, losses = rows[:, 1].astype(np.int64), rows[:, 0]
-        valid = np.isfinite(losses)
-        if not valid.all() and (self.nonfinite == "raise" or not valid.any()):
-            raise ValueError(
-                f"{int((~valid).sum())} of {losses.size} per-sample losses are NaN or inf (e.g. "
-                f"{float(losses[~valid][0])!r}); fix the loss or lower the learning rate — "
-                "nothing was updated." + ("" if valid.any() else " (Every loss was bad.)")
-            )
-        gathered = GlobalBatch(
-            idx,
-            self.sampler.item_domains(idx),
-            losses,
-            valid,
-            {key: rows[:, 3 + i] for i, key in enumerate(keys)},
-            self.global_step,
-            self.progress,
-        )
-        return gathered, rows[:, 2].astype(np.int64)
-
-    def _route(self, source: Source, update: ItemUpdate | None) -> None:
-        """Sends a source's new item factors to q (the sampler) and p (the composition)."""
-        if update is None:
-            return
-        if source.in_proposal:
-            if update.items is None:
-                self.sampler.set_dynamic(update.values)
-            else:
-                self.sampler.update(update.items, update.values)
-        if source.in_target:
-            self._composition.update(update)
-
-    def _warn_nonfinite(self, gathered: GlobalBatch) -> None:
-        if gathered.valid.all() or self._record.masked_total:
-            return
-        bad = gathered.losses[~gathered.valid]
-        warnings.warn(
-            f"{bad.size} of {gathered.losses.size} per-sample losses are NaN or inf (e.g. "
-            f"{float(bad[0])!r}); they are masked out of the loss, the weights and every source "
-            "(counted in metrics as guard/masked_losses). Fix the loss, or pass "
-            "nonfinite='raise' to stop instead. Warned once.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-    def _warn_unmatched(self) -> None:
-        if self._warned_unmatched or self.sampler.draws_yielded == 0:
-            return
-        self._warned_unmatched = True
-        warnings.warn(
-            "reduce(): the batch's indices are not the next draws of reweighter.sampler (a batch "
-            "from another loader or sampler, or batches passed out of order), so its importance "
-            "correction divides by the sampler's current q instead of the q each item was drawn "
-            "with. Draw training batches from reweighter.sampler and pass each to reduce() in "
-            "order. Warned once.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
     def step(self) -> None:
         """Advances one optimizer step (call after ``optimizer.step()``): moves schedules to
@@ -421,8 +352,8 @@ class Reweighter:
         self.global_step = step
         self.sampler.clock = step
         for source in self.sources:
-            self._route(source, source.on_step(step, progress))
-        self._apply_domain_probs(probs)
+            self._composition.route(source, source.on_step(step, progress))
+        self._composition.apply(probs)
 
     # ------------------------------------------------------------------ diagnostics
 
@@ -440,7 +371,9 @@ class Reweighter:
             "progress": float(self.progress),
             **{f"sampler/{key}": stats[key] for key in _SAMPLER_METRICS},
             "lag/prefetched_draws": float(self.sampler.draws_in_flight),
-            **self._record.metrics(self.domain_names, self._target_probs, stats["domain_probs"]),
+            **self._record.metrics(
+                self.domain_names, self._composition.target_probs, stats["domain_probs"]
+            ),
         }
         for source in self.sources:
             for key, value in source.metrics(self.global_step, self.progress).items():
@@ -478,57 +411,17 @@ class Reweighter:
         except Exception:
             self._apply_state(snapshot, self._parse_state(snapshot))
             raise
-        if own["total_steps"] not in (None, self.total_steps) and self.total_steps is not None:
-            warnings.warn(
-                f"the checkpoint's run length is {own['total_steps']} optimizer steps but this "
-                f"Reweighter was built with total_steps={self.total_steps}; keeping "
-                f"{self.total_steps} (schedules read progress as step / {self.total_steps}).",
-                RuntimeWarning,
-                stacklevel=2,
+        saved, kept = own["total_steps"], self.total_steps
+        if saved is not None and kept not in (None, saved):
+            _warn_length(
+                f"the checkpoint's run length is {saved} optimizer steps but this Reweighter "
+                f"was built with total_steps={kept}; keeping {kept} (schedules read progress as "
+                f"step / {kept})."
             )
 
     def _parse_state(self, state: Any) -> dict[str, Any]:
         """The engine's own fields, validated (sources and the sampler validate theirs)."""
-        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
-            version = state.get("version") if isinstance(state, Mapping) else None
-            raise ValueError(
-                f"not a Reweighter state of version {_STATE_VERSION} (got version {version!r})."
-            )
-        missing = [key for key in _STATE_KEYS if key not in state]
-        if missing:
-            raise ValueError(
-                f"Reweighter state: missing field(s) {missing}; the checkpoint is truncated or "
-                "was written by another version."
-            )
-        saved = state["fingerprint"]
-        if saved != self._fingerprint:
-            diff = [
-                k
-                for k in self._fingerprint
-                if not isinstance(saved, Mapping) or saved.get(k) != self._fingerprint[k]
-            ]
-            raise ValueError(
-                f"this checkpoint's reweighting state comes from another configuration (differs "
-                f"in: {', '.join(diff)}); resume with the same data and reweighting settings, "
-                "or start without restoring the reweighter."
-            )
-        step = state_step(state, "global_step", _MAX_STEP)
-        total = state["total_steps"]
-        if total is not None:
-            total = state_step(state, "total_steps", None, minimum=1)
-        clock = state_step_of_draws(state["sampler"])
-        if clock is not None and clock > step:
-            raise ValueError(
-                f"Reweighter state: draws in flight were made at step {clock}, after "
-                f"'global_step' {step}; the state is corrupt."
-            )
-        if not isinstance(state["sources"], Mapping) or set(state["sources"]) != {
-            s.name for s in self.sources
-        }:
-            raise ValueError(
-                "Reweighter state: 'sources' must hold the states of "
-                f"{[s.name for s in self.sources]}."
-            )
+        step, total = _parse_header(state, self._fingerprint, [s.name for s in self.sources])
         return {
             "global_step": step,
             "total_steps": total,
@@ -546,5 +439,4 @@ class Reweighter:
             self.total_steps = own["total_steps"]
         self._record.apply_state(own["record"])
         self._composition.apply_state(own["target"])
-        self._sampled = None
-        self._apply_domain_probs(self._composition.domain_probs(self.progress))
+        self._composition.apply(self._composition.domain_probs(self.progress), force=True)

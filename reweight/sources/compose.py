@@ -10,7 +10,7 @@ the sampler's state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,12 +20,24 @@ from reweight.sources.base import ItemUpdate, Layout, Source
 from reweight.weights.importance import (
     domain_mass,
     drawable_probs,
+    importance_ratios,
     item_probabilities,
     mass_change,
     mixture,
 )
 
 __all__ = ["Composition"]
+
+
+class DrawTarget(Protocol):
+    """What the composition needs of the sampler: q's factors and domain probabilities."""
+
+    def set_static(self, values: Any) -> None: ...
+    def set_dynamic(self, values: Any) -> None: ...
+    def update(self, items: Any, values: Any) -> None: ...
+    def set_domain_probs(self, probs: Any) -> None: ...
+    def natural_probs(self) -> np.ndarray: ...
+    def item_shares(self, items: Any) -> np.ndarray: ...
 
 
 def _product(factors: Sequence[np.ndarray]) -> np.ndarray | None:
@@ -38,19 +50,19 @@ def _product(factors: Sequence[np.ndarray]) -> np.ndarray | None:
 
 
 class Composition:
-    """p and q of a list of bound sources over one data layout.
+    """p and q of a list of bound sources over one data layout; q is written to the sampler.
 
     Args:
         sources: the sources, bound to ``layout``.
         layout: the data's layout.
-        natural: the natural domain proportions n_d / N.
+        sampler: draws from q (a :class:`~reweight.ReweightSampler`).
 
     Attributes:
-        proposal_factors: q's fixed item factor s (None: 1), for the sampler (then dropped).
         weighting: whether p differs from q anywhere (then losses carry p/q).
+        target_probs: π_p now.
     """
 
-    def __init__(self, sources: Sequence[Source], layout: Layout, natural: np.ndarray) -> None:
+    def __init__(self, sources: Sequence[Source], layout: Layout, sampler: DrawTarget) -> None:
         shaping = [s for s in sources if s.shapes_draws]
         live = [s for s in shaping if s.changes_items]
         if len(live) > 1:
@@ -59,7 +71,10 @@ class Composition:
                 "use one of them (the sampler holds one updatable item factor)."
             )
         self._layout = layout
-        self._natural = natural
+        self._sampler = sampler
+        self._natural = sampler.natural_probs()
+        self.target_probs = self._natural
+        self._sampled: np.ndarray | None = None
         self._domain_sources = [s for s in shaping if s.sets_domains]
         self.live: Source | None = live[0] if live else None
         self.weighting = any(s.mode != "sample" for s in shaping)
@@ -67,7 +82,10 @@ class Composition:
         proposal_fixed = [s for s in shaping if s.in_proposal and s.fixed_items]
         factors = {id(s): s.item_factors() for s in {id(s): s for s in shaping}.values()
                    if s.fixed_items}  # fmt: skip
-        self.proposal_factors = _product([factors[id(s)] for s in proposal_fixed])
+        proposal_factors = _product([factors[id(s)] for s in proposal_fixed])
+        if proposal_factors is not None:
+            sampler.set_static(proposal_factors)
+            del proposal_factors
         # p's item factors equal the sampler's unless a source shapes only one side of them.
         same_items = all(s.mode == "sample" for s in shaping if s.fixed_items or s.changes_items)
         self._own: np.ndarray | None = None  # t_i without the live factor (float32)
@@ -80,6 +98,7 @@ class Composition:
                 self._live = np.ones(layout.num_items, dtype=np.float32)
             self.mass = self._compute_mass()
         self.check_grid()
+        self.apply(self.domain_probs(0.0))
 
     # ------------------------------------------------------------------ domains
 
@@ -108,6 +127,17 @@ class Composition:
                 "nothing could be drawn (nothing was changed)."
             )
         return target, sample
+
+    def apply(self, probs: tuple[np.ndarray, np.ndarray] | None, force: bool = False) -> None:
+        """Sets π_p and π_q (from :meth:`domain_probs`); π_q goes to the sampler when it
+        changes (or when ``force``)."""
+        if probs is None:
+            return
+        target, sample = probs
+        if force or self._sampled is None or not np.array_equal(sample, self._sampled):
+            self._sampler.set_domain_probs(sample)
+            self._sampled = sample
+        self.target_probs = target
 
     def check_grid(self) -> None:
         """Checks π_p and π_q on the progress grid: every domain that can be drawn must have a
@@ -149,10 +179,19 @@ class Composition:
         live = self._live[items].astype(np.float64)
         return live if own is None else own * live
 
-    def update(self, update: ItemUpdate) -> None:
-        """Applies a live source's new item factors to p (when p tracks them itself)."""
-        if self._live is None:
+    def route(self, source: Source, update: ItemUpdate | None) -> None:
+        """Sends a source's new item factors to q (the sampler) and p."""
+        if update is None:
             return
+        if source.in_proposal:
+            if update.items is None:
+                self._sampler.set_dynamic(update.values)
+            else:
+                self._sampler.update(update.items, update.values)
+        if source.in_target and self._live is not None:
+            self._update_target(update)
+
+    def _update_target(self, update: ItemUpdate) -> None:
         assert self.mass is not None
         if update.items is None:
             self._live[:] = update.values
@@ -165,14 +204,16 @@ class Composition:
         k = self._layout.num_domains
         self.mass += mass_change(self._layout.item_domains(items), old, new, k)  # type: ignore[arg-type]
 
-    def target_probabilities(
-        self, items: np.ndarray, domains: np.ndarray, target: np.ndarray, shares: Any
-    ) -> np.ndarray:
-        """p(i) with π_p = ``target``; ``shares(items)`` gives s_i / S_d (the sampler's), used
-        when p's item factors are q's."""
-        if self.mass is None:
-            return target[domains] * shares(items)
-        return item_probabilities(target, domains, self._factors(items), self.mass)
+    def target_probabilities(self, items: np.ndarray) -> np.ndarray:
+        """p(i) of each item under the current target."""
+        domains = self._layout.item_domains(items)
+        if self.mass is None:  # p's item factors are q's: p(i) = π_p(d) · s_i / S_d
+            return self.target_probs[domains] * self._sampler.item_shares(items)
+        return item_probabilities(self.target_probs, domains, self._factors(items), self.mass)
+
+    def ratios(self, items: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """p(i)/q(i) for items drawn with probabilities ``q``."""
+        return importance_ratios(self.target_probabilities(items), q)
 
     # ------------------------------------------------------------------ state
 
