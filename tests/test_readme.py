@@ -43,7 +43,7 @@ def test_readme_checkpoint_snippet_restores_a_plain_loop(tmp_path: Path, monkeyp
 
     def build() -> Reweighter:
         return Reweighter.from_dataset(
-            dataset, domain_weights=DomainMixing({"kind": "cooldown"}), total_steps=10
+            dataset, sources=[DomainMixing({"kind": "cooldown"})], total_steps=10
         )
 
     reweighter = build()
