@@ -209,7 +209,8 @@ CONFIGS: dict[str, Callable[[], list[Source]]] = {
 
 def _target(rw: Reweighter, sources: list[Source]) -> np.ndarray:
     """p(i) from DESIGN.md's formula, computed independently of the engine."""
-    pi = rw._target_probs
+    metrics = rw.metrics()
+    pi = np.array([metrics[f"domain/{name}/target"] for name in NAMES])  # π_p now
     t = np.ones(N)
     for source in sources:
         if isinstance(source, StaticImportance) and source.in_target:

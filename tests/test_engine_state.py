@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reweight import DomainMixing, DynamicWeights, Reweighter, StaticWeights
+from reweight import DomainMixing, InBatchWeights, LossPriority, Reweighter, StaticImportance
 from tests.state_compare import assert_states_equal
 
 SIZES = (40, 20, 8)
@@ -23,9 +23,13 @@ DOMAINS = np.repeat(np.arange(3), SIZES)
 def _build() -> Reweighter:
     return Reweighter(
         domains=DOMAINS,
-        static=StaticWeights(np.linspace(-1.0, 1.0, DOMAINS.size), mode="weight"),
-        domain_weights=DomainMixing({"kind": "odm"}, mode="hybrid", sample_rule=2.0),
-        dynamic=DynamicWeights("linupper", mode="both", refresh_every=3),
+        sources=[
+            StaticImportance(np.linspace(-1.0, 1.0, DOMAINS.size), mode="weight"),
+            DomainMixing({"kind": "odm"}, mode="weight"),
+            DomainMixing(2.0, mode="proposal"),
+            InBatchWeights("linupper"),
+            LossPriority(refresh_every=3, mode="proposal"),
+        ],
         total_steps=50,
         seed=3,
     )
@@ -105,6 +109,9 @@ def _corrupt(value: Any, how: str) -> Any:
         ["drop", "none", "text", "truncate", "extend", "nan", "negative", "huge", "dtype", "shape"]
     ),
 )
+# Always tried: a loss table updated after 'global_step', and p's domain masses missing.
+@example(path=("sources", "loss_priority", "step"), how="extend")
+@example(path=("target", "mass"), how="none")
 def test_a_corrupted_state_is_refused_whole_or_loads(path: tuple[Any, ...], how: str) -> None:
     state = copy.deepcopy(STATE)
     parent = state
@@ -135,9 +142,13 @@ def test_a_corrupted_state_is_refused_whole_or_loads(path: tuple[Any, ...], how:
     [
         (("global_step",), -1, "global_step"),
         (("total_steps",), 0, "total_steps"),
-        (("realised",), torch.tensor([0.5, math.nan, 0.5], dtype=torch.float64), "realised"),
-        (("domain_loss",), torch.ones(2, dtype=torch.float64), "domain_loss"),
-        (("masked_total",), -3, "masked_total"),
+        (
+            ("record", "realised"),
+            torch.tensor([0.5, math.nan, 0.5], dtype=torch.float64),
+            "realised",
+        ),
+        (("record", "domain_loss"), torch.ones(2, dtype=torch.float64), "domain_loss"),
+        (("record", "masked_total"), -3, "masked_total"),
         (("sampler", "stream", "items"), torch.tensor([0, 1, 4000]), "items"),
         (("sampler", "stream", "consumed"), torch.tensor([-1]), "consumed"),
         (
