@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from reweight import DomainMixing, DynamicWeights, Reweighter
+from reweight import DomainMixing, InBatchWeights, LossPriority, Reweighter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import stream_contract
@@ -62,8 +62,11 @@ def test_plain_loop_without_workers_draws_each_batch_after_the_last_update() -> 
     dataset = stream_contract._dataset(100)
     rw = Reweighter.from_dataset(
         dataset,
-        dynamic=DynamicWeights("linupper", mode="both", refresh_every=4),
-        domain_weights=DomainMixing({"kind": "cooldown", "high": 5.0, "low": 1.0}),
+        sources=[
+            InBatchWeights("linupper"),
+            LossPriority(refresh_every=4, mode="proposal"),
+            DomainMixing({"kind": "cooldown", "high": 5.0, "low": 1.0}),
+        ],
         total_steps=30,
         infinite=True,
     )
@@ -76,8 +79,9 @@ def test_every_update_reaches_the_next_draw_exactly() -> None:
     """Each batch is what drawing its positions from the weights in force right before it
     gives: the items of global positions p are a pure function of (seed, p, weights)."""
     dataset = stream_contract._dataset(60)
-    kwargs = dict(dynamic=DynamicWeights("linupper", mode="sample", refresh_every=3), seed=4)
-    rw = Reweighter.from_dataset(dataset, **kwargs)  # type: ignore[arg-type]
+    rw = Reweighter.from_dataset(
+        dataset, sources=[LossPriority(refresh_every=3, mode="sample")], seed=4
+    )
     loader = iter(DataLoader(dataset, batch_size=8, sampler=rw.sampler))
     for step in range(12):
         position = rw.sampler.draws_consumed

@@ -41,8 +41,8 @@ def _per_item_grads(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.
 
 def test_full_batch_upweighting_equals_the_expected_sampled_update() -> None:
     x, y, w = _data()
-    sample = Reweighter(domains=DOMAINS, domain_weights=DomainMixing(RULE, mode="sample"))
-    weight = Reweighter(domains=DOMAINS, domain_weights=DomainMixing(RULE, mode="weight"))
+    sample = Reweighter(domains=DOMAINS, sources=[DomainMixing(RULE, mode="sample")])
+    weight = Reweighter(domains=DOMAINS, sources=[DomainMixing(RULE, mode="weight")])
     g = _per_item_grads(x, y, w)
     q = torch.from_numpy(sample.sampler.probabilities(np.arange(N)))
     expected_sampled = (q[:, None] * g).sum(0)
@@ -50,7 +50,7 @@ def test_full_batch_upweighting_equals_the_expected_sampled_update() -> None:
     torch.testing.assert_close(full_batch_weighted, expected_sampled, rtol=1e-10, atol=1e-10)
     # And the exact expectation of the weight-mode estimator under its own sampler agrees too.
     q_nat = torch.from_numpy(weight.sampler.probabilities(np.arange(N)))
-    ratio = weight.loss_weights(np.arange(N))
+    ratio = weight.importance_ratios(np.arange(N))
     torch.testing.assert_close((q_nat * ratio)[:, None].mul(g).sum(0), expected_sampled)
 
 
@@ -61,7 +61,7 @@ def test_sgd_sampled_gradient_has_lower_variance_than_the_weighted_one() -> None
     for mode in ("sample", "weight"):
         rw = Reweighter(
             domains=DOMAINS,
-            domain_weights=DomainMixing(RULE, mode=mode),
+            sources=[DomainMixing(RULE, mode=mode)],
             self_normalize=False,  # the paper's scalarization: fixed weights π/π_natural
         )
         grads[mode] = torch.stack(
