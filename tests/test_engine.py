@@ -248,9 +248,9 @@ def test_static_weights_from_tensor() -> None:
 
 def test_unknown_mode_raises() -> None:
     with pytest.raises(ValueError, match="valid modes"):
-        _rw(sources=[StaticImportance(np.zeros(N), mode="upweight")])  # type: ignore[arg-type]
+        _rw(sources=[StaticImportance(np.zeros(N), mode="upweight")])
     with pytest.raises(ValueError, match="valid modes"):
-        _rw(sources=[DomainMixing(PI, mode="both")])  # type: ignore[arg-type]
+        _rw(sources=[DomainMixing(PI, mode="both")])
 
 
 def test_static_length_mismatch_raises() -> None:
