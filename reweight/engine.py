@@ -422,6 +422,8 @@ class Reweighter:
     def _parse_state(self, state: Any) -> dict[str, Any]:
         """The engine's own fields, validated (sources and the sampler validate theirs)."""
         step, total = _parse_header(state, self._fingerprint, [s.name for s in self.sources])
+        for source in self.sources:
+            source.check_state(state["sources"][source.name], step)
         return {
             "global_step": step,
             "total_steps": total,

@@ -248,6 +248,12 @@ class Source(abc.ABC):
         """Small, versioned state (None for a stateless source)."""
         return None
 
+    def check_state(self, state: Any, step: int) -> None:
+        """Raises ValueError when ``state`` cannot belong to a run at optimizer step ``step``
+        (e.g. updated at a later step); changes nothing. :meth:`load_state_dict` checks the
+        rest."""
+        return None
+
     def load_state_dict(self, state: Any) -> None:
         """Restores :meth:`state_dict`; validates all of it before changing anything."""
         if state is not None:

@@ -234,6 +234,13 @@ class Composition:
         if not isinstance(state, dict) or set(state) != {"mass", "live"}:
             raise ValueError("Reweighter state: 'target' must hold 'mass' and 'live'.")
         k, n = self._layout.num_domains, self._layout.num_items
+        for key in ("mass", "live"):
+            value = state[key]
+            if not isinstance(value, (torch.Tensor, np.ndarray)) and (key, value) != ("live", None):
+                raise ValueError(
+                    f"Reweighter state: target {key!r} must be a tensor, got "
+                    f"{type(value).__name__}; the state is corrupt."
+                )
         mass = np.asarray(torch.as_tensor(state["mass"]).cpu().numpy(), dtype=np.float64)
         if mass.shape != (k,) or not np.isfinite(mass).all() or (mass < 0).any():
             raise ValueError(

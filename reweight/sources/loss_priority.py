@@ -165,5 +165,13 @@ class LossPriority(Source):
     def state_dict(self) -> Any:
         return self.table.state_dict()
 
+    def check_state(self, state: Any, step: int) -> None:
+        saved = state.get("step") if isinstance(state, dict) else None
+        if isinstance(saved, (int, np.integer)) and not isinstance(saved, bool) and saved > step:
+            raise ValueError(
+                f"Reweighter state: {self.name}'s loss table was updated at step {int(saved)}, "
+                f"after the run's step {step}; the state is corrupt."
+            )
+
     def load_state_dict(self, state: Any) -> None:
         self.table.load_state_dict(state)
