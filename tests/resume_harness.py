@@ -29,11 +29,12 @@ from torch.utils.data import DataLoader
 
 from reweight import (
     DomainMixing,
-    DynamicWeights,
+    InBatchWeights,
     IndexedDataset,
+    LossPriority,
     ReweightCallback,
     Reweighter,
-    StaticWeights,
+    StaticImportance,
 )
 
 SIZES = (120, 50, 10)
@@ -69,29 +70,42 @@ def dataset() -> IndexedDataset:
 
 
 def sources(name: str) -> dict[str, Any]:
-    """The Reweighter keyword arguments of a source configuration."""
+    """The Reweighter keyword arguments of a source configuration.
+
+    Sampling from one distribution and correcting the loss to another is a ``"weight"`` source
+    for the target plus a ``"proposal"`` source for the draws: "mixing-hybrid" draws from τ = 3
+    and corrects to the cooldown schedule; "dynamic-both" weights in-batch and draws by loss
+    priority, corrected back (the priorities divided out of the loss)."""
     logw = np.random.default_rng(1).normal(0.0, 1.0, sum(SIZES))
     cooldown = {"kind": "cooldown", "high": 5.0, "low": 1.0}
     dynamic_r = {"kind": "linear", "start": 1.0, "end": 0.4}
     table: dict[str, Any] = {"refresh_every": 4, "decay": 0.8}
-    options: dict[str, dict[str, Any]] = {
-        "none": {},
-        "static-sample": {"static": StaticWeights(logw, mode="sample")},
-        "static-weight": {"static": StaticWeights(logw, mode="weight")},
-        "mixing-sample": {"domain_weights": DomainMixing(cooldown)},
-        "mixing-weight": {"domain_weights": DomainMixing(cooldown, mode="weight")},
-        "mixing-hybrid": {"domain_weights": DomainMixing(cooldown, mode="hybrid", sample_rule=3.0)},
-        "online-sample": {"domain_weights": DomainMixing({"kind": "odm"})},
-        "dynamic-sample": {"dynamic": DynamicWeights("linupper", mode="sample", **table)},
-        "dynamic-weight": {"dynamic": DynamicWeights("linupper", r=dynamic_r, mode="weight")},
-        "dynamic-both": {"dynamic": DynamicWeights("quadratic", r=0.7, mode="both", **table)},
-        "all": {
-            "static": StaticWeights(logw, beta=0.5, mode="weight"),
-            "domain_weights": DomainMixing({"kind": "odm"}, mode="hybrid", sample_rule=cooldown),
-            "dynamic": DynamicWeights("linupper", r=dynamic_r, mode="both", **table),
-        },
+    options: dict[str, list[Any]] = {
+        "none": [],
+        "static-sample": [StaticImportance(logw, mode="sample")],
+        "static-weight": [StaticImportance(logw, mode="weight")],
+        "mixing-sample": [DomainMixing(cooldown)],
+        "mixing-weight": [DomainMixing(cooldown, mode="weight")],
+        "mixing-hybrid": [
+            DomainMixing(cooldown, mode="weight"),
+            DomainMixing(3.0, mode="proposal"),
+        ],
+        "online-sample": [DomainMixing({"kind": "odm"})],
+        "dynamic-sample": [LossPriority(mode="sample", **table)],
+        "dynamic-weight": [InBatchWeights("linupper", r=dynamic_r)],
+        "dynamic-both": [
+            InBatchWeights("quadratic", r=0.7),
+            LossPriority(mode="proposal", **table),
+        ],
+        "all": [
+            StaticImportance(logw, beta=0.5, mode="weight"),
+            DomainMixing({"kind": "odm"}, mode="weight"),
+            DomainMixing(cooldown, mode="proposal"),
+            InBatchWeights("linupper", r=dynamic_r),
+            LossPriority(mode="proposal", **table),
+        ],
     }
-    return options[name]
+    return {"sources": options[name]}
 
 
 def _world() -> tuple[int, int]:

@@ -375,7 +375,7 @@ def test_log_weights_plug_into_reweighter(tmp_path: Path, mode: str) -> None:
     path = tmp_path / "logw.npy"
     model.save_log_importance_weights(raw, path)
     for source in (logw, path, str(path)):
-        static = StaticImportance(log_weights=source, beta=0.5, clip=30.0, mode=mode)  # type: ignore[arg-type]
+        static = StaticImportance(log_weights=source, beta=0.5, clip=30.0, mode=mode)
         rw = Reweighter(len(raw), sources=[static])
         factor = static.factor()
         items = np.arange(len(raw))

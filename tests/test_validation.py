@@ -19,8 +19,17 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reweight import DomainMixing, DomainWeights, DynamicWeights, Reweighter, StaticWeights
+from reweight import (
+    DomainMixing,
+    InBatchWeights,
+    LossPriority,
+    ReducibleLoss,
+    Reweighter,
+    StaticImportance,
+    make_source,
+)
 from reweight.mixing import DomainRule, Linear, Step
+from reweight.sources import SOURCES
 from reweight.table import LossTable
 
 SIZES = (12, 6, 2)
@@ -53,154 +62,227 @@ def _build(**kwargs: Any) -> Reweighter:
     return Reweighter(domains=DOMAINS, domain_names=NAMES, **kwargs)
 
 
-def _dyn(**fields: Any) -> dict[str, Any]:
-    return {"dynamic": DynamicWeights(**fields), "total_steps": 10}
+# Sources are given as specs ({"kind": ..., **fields}): a source validates its fields when it is
+# built, so the bad ones below must be built inside the Reweighter (make_source), not at import.
+
+
+def _inb(**fields: Any) -> dict[str, Any]:
+    return {"sources": [{"kind": "in_batch", **fields}], "total_steps": 10}
+
+
+def _prio(**fields: Any) -> dict[str, Any]:
+    return {"sources": [{"kind": "loss_priority", **fields}], "total_steps": 10}
 
 
 def _static(**fields: Any) -> dict[str, Any]:
-    return {"static": StaticWeights(fields.pop("log_weights", LOGW), **fields)}
+    return {"sources": [{"kind": "static", "log_weights": LOGW, **fields}]}
 
 
-def _mix(*args: Any, **fields: Any) -> dict[str, Any]:
-    return {"domain_weights": DomainMixing(*args, **fields), "total_steps": 10}
+def _mix(rule: Any, **fields: Any) -> dict[str, Any]:
+    return {"sources": [{"kind": "mixing", "rule": rule, **fields}], "total_steps": 10}
 
 
-def _fixed(*args: Any, **fields: Any) -> dict[str, Any]:
-    return {"domain_weights": DomainWeights(*args, **fields)}
+def _fixed(probs: Any, **fields: Any) -> dict[str, Any]:
+    return {"sources": [{"kind": "mixing", "rule": probs, **fields}]}
+
+
+def _hybrid(rule: Any, sample_rule: Any) -> dict[str, Any]:
+    """Draw from ``sample_rule``, correct the loss to ``rule`` (the old mode="hybrid")."""
+    return {
+        "sources": [
+            {"kind": "mixing", "rule": rule, "mode": "weight"},
+            {"kind": "mixing", "rule": sample_rule, "mode": "proposal"},
+        ],
+        "total_steps": 10,
+    }
+
+
+def _sources(*specs: Any) -> dict[str, Any]:
+    return {"sources": list(specs), "total_steps": 10}
 
 
 # (id, Reweighter kwargs, expected error, text the message must contain)
 BAD: list[tuple[str, dict[str, Any], type[Exception], str]] = [
-    # ---- DynamicWeights
-    ("dyn-strategy-unknown", _dyn(strategy="nope"), ValueError, "DynamicWeights.strategy"),
-    ("dyn-strategy-type", _dyn(strategy=3), TypeError, "DynamicWeights.strategy"),
-    ("dyn-r-zero", _dyn(r=0.0), ValueError, "DynamicWeights.r"),
-    ("dyn-r-negative", _dyn(r=-1.0), ValueError, "DynamicWeights.r"),
-    ("dyn-r-nan", _dyn(r=math.nan), ValueError, "DynamicWeights.r"),
-    ("dyn-r-inf", _dyn(r=math.inf), ValueError, "DynamicWeights.r"),
-    ("dyn-r-type", _dyn(r="big"), TypeError, "DynamicWeights.r"),
-    ("dyn-r-bool", _dyn(r=True), TypeError, "DynamicWeights.r"),
-    ("dyn-r-linear-to-zero", _dyn(r=Linear(1.0, 0.0)), ValueError, "DynamicWeights.r"),
+    # ---- InBatchWeights
+    ("inb-strategy-unknown", _inb(strategy="nope"), ValueError, "InBatchWeights.strategy"),
+    ("inb-strategy-type", _inb(strategy=3), TypeError, "InBatchWeights.strategy"),
+    ("inb-r-zero", _inb(r=0.0), ValueError, "InBatchWeights.r"),
+    ("inb-r-negative", _inb(r=-1.0), ValueError, "InBatchWeights.r"),
+    ("inb-r-nan", _inb(r=math.nan), ValueError, "InBatchWeights.r"),
+    ("inb-r-inf", _inb(r=math.inf), ValueError, "InBatchWeights.r"),
+    ("inb-r-type", _inb(r="big"), TypeError, "InBatchWeights.r"),
+    ("inb-r-bool", _inb(r=True), TypeError, "InBatchWeights.r"),
+    ("inb-r-linear-to-zero", _inb(r=Linear(1.0, 0.0)), ValueError, "InBatchWeights.r"),
     (
-        "dyn-r-spec-negative",
-        _dyn(r={"kind": "linear", "start": 1.0, "end": -0.5, "begin": 0.5}),
+        "inb-r-spec-negative",
+        _inb(r={"kind": "linear", "start": 1.0, "end": -0.5, "begin": 0.5}),
         ValueError,
-        "DynamicWeights.r",
+        "InBatchWeights.r",
     ),
-    ("dyn-r-step-off-grid", _dyn(r=Step([1.0, -1.0], [0.97])), ValueError, "DynamicWeights.r"),
-    ("dyn-r-spec-unknown", _dyn(r={"kind": "nope"}), ValueError, "DynamicWeights.r"),
+    ("inb-r-step-off-grid", _inb(r=Step([1.0, -1.0], [0.97])), ValueError, "InBatchWeights.r"),
+    ("inb-r-spec-unknown", _inb(r={"kind": "nope"}), ValueError, "InBatchWeights.r"),
     (
-        "dyn-r-callable-nan",
-        _dyn(r=lambda p: 1.0 if p < 0.5 else math.nan),
+        "inb-r-callable-nan",
+        _inb(r=lambda p: 1.0 if p < 0.5 else math.nan),
         ValueError,
-        "DynamicWeights.r",
+        "InBatchWeights.r",
     ),
     (
-        "dyn-r-callable-raises",
-        _dyn(r=lambda p: 1.0 / (p - 0.5) ** 2),
+        "inb-r-callable-raises",
+        _inb(r=lambda p: 1.0 / (p - 0.5) ** 2),
         ValueError,
-        "DynamicWeights.r",
+        "InBatchWeights.r",
     ),
-    ("dyn-r-callable-type", _dyn(r=lambda p: "x"), TypeError, "DynamicWeights.r"),
-    ("dyn-burn-in-negative", _dyn(burn_in_steps=-1), ValueError, "DynamicWeights.burn_in_steps"),
-    ("dyn-burn-in-float", _dyn(burn_in_steps=2.5), TypeError, "DynamicWeights.burn_in_steps"),
-    ("dyn-burn-in-bool", _dyn(burn_in_steps=True), TypeError, "DynamicWeights.burn_in_steps"),
-    ("dyn-mode", _dyn(mode="nope"), ValueError, "DynamicWeights.mode"),
-    ("dyn-mode-type", _dyn(mode=1), TypeError, "DynamicWeights.mode"),
-    ("dyn-priority", _dyn(mode="sample", priority="nope"), ValueError, "DynamicWeights.priority"),
-    ("dyn-priority-type", _dyn(priority=None), TypeError, "DynamicWeights.priority"),
-    ("dyn-pressure-low", _dyn(pressure=0.5), ValueError, "DynamicWeights.pressure"),
-    ("dyn-pressure-inf", _dyn(pressure=math.inf), ValueError, "DynamicWeights.pressure"),
-    ("dyn-pressure-nan", _dyn(pressure=math.nan), ValueError, "DynamicWeights.pressure"),
+    ("inb-r-callable-type", _inb(r=lambda p: "x"), TypeError, "InBatchWeights.r"),
+    ("inb-burn-in-negative", _inb(burn_in_steps=-1), ValueError, "InBatchWeights.burn_in_steps"),
+    ("inb-burn-in-float", _inb(burn_in_steps=2.5), TypeError, "InBatchWeights.burn_in_steps"),
+    ("inb-burn-in-bool", _inb(burn_in_steps=True), TypeError, "InBatchWeights.burn_in_steps"),
+    ("inb-cap-z-zero", _inb(cap_z=0.0), ValueError, "InBatchWeights.cap_z"),
+    ("inb-cap-z-nan", _inb(cap_z=math.nan), ValueError, "InBatchWeights.cap_z"),
+    ("inb-mode", _inb(mode="nope"), ValueError, "InBatchWeights.mode"),
+    ("inb-mode-type", _inb(mode=1), TypeError, "InBatchWeights.mode"),
+    # in-batch weights are loss weights by nature: the batch is drawn before its losses exist
+    ("inb-mode-sample", _inb(mode="sample"), ValueError, "InBatchWeights.mode"),
+    ("inb-mode-proposal", _inb(mode="proposal"), ValueError, "InBatchWeights.mode"),
+    ("inb-priority-field", _inb(priority="rank"), TypeError, "priority"),
+    # ---- LossPriority
+    ("prio-mode", _prio(mode="nope"), ValueError, "LossPriority.mode"),
+    ("prio-mode-type", _prio(mode=1), TypeError, "LossPriority.mode"),
+    ("prio-mode-both", _prio(mode="both"), ValueError, "LossPriority.mode"),
+    ("prio-priority", _prio(priority="nope"), ValueError, "LossPriority.priority"),
+    ("prio-priority-type", _prio(priority=None), TypeError, "LossPriority.priority"),
+    ("prio-pressure-low", _prio(pressure=0.5), ValueError, "LossPriority.pressure"),
+    ("prio-pressure-inf", _prio(pressure=math.inf), ValueError, "LossPriority.pressure"),
+    ("prio-pressure-nan", _prio(pressure=math.nan), ValueError, "LossPriority.pressure"),
     (
-        "dyn-temperature-zero",
-        _dyn(mode="sample", priority="softmax", temperature=0),
+        "prio-temperature-zero",
+        _prio(priority="softmax", temperature=0),
         ValueError,
-        "DynamicWeights.temperature",
+        "LossPriority.temperature",
     ),
-    ("dyn-temperature-neg", _dyn(temperature=-1.0), ValueError, "DynamicWeights.temperature"),
-    ("dyn-temperature-nan", _dyn(temperature=math.nan), ValueError, "DynamicWeights.temperature"),
-    ("dyn-temperature-type", _dyn(temperature="1"), TypeError, "DynamicWeights.temperature"),
-    ("dyn-floor-zero", _dyn(floor=0.0), ValueError, "DynamicWeights.floor"),
-    ("dyn-floor-negative", _dyn(floor=-0.1), ValueError, "DynamicWeights.floor"),
-    ("dyn-floor-above-one", _dyn(floor=1.5), ValueError, "DynamicWeights.floor"),
-    ("dyn-floor-subnormal", _dyn(floor=1e-40), ValueError, "DynamicWeights.floor"),
-    ("dyn-decay-one", _dyn(decay=1.0), ValueError, "DynamicWeights.decay"),
-    ("dyn-decay-negative", _dyn(decay=-0.1), ValueError, "DynamicWeights.decay"),
-    ("dyn-decay-type", _dyn(decay="0.9"), TypeError, "DynamicWeights.decay"),
-    ("dyn-prior-name", _dyn(prior="median"), ValueError, "DynamicWeights.prior"),
-    ("dyn-prior-inf", _dyn(prior=math.inf), ValueError, "DynamicWeights.prior"),
-    ("dyn-prior-type", _dyn(prior=None), TypeError, "DynamicWeights.prior"),
-    ("dyn-relax-zero", _dyn(relax_steps=0), ValueError, "DynamicWeights.relax_steps"),
-    ("dyn-relax-float", _dyn(relax_steps=1.5), TypeError, "DynamicWeights.relax_steps"),
-    ("dyn-refresh-zero", _dyn(refresh_every=0), ValueError, "DynamicWeights.refresh_every"),
-    ("dyn-refresh-float", _dyn(refresh_every=2.0), TypeError, "DynamicWeights.refresh_every"),
-    ("dyn-cap-z-zero", _dyn(cap_z=0.0), ValueError, "DynamicWeights.cap_z"),
-    ("dyn-cap-z-nan", _dyn(cap_z=math.nan), ValueError, "DynamicWeights.cap_z"),
-    ("dyn-correction-type", _dyn(correction="yes"), TypeError, "DynamicWeights.correction"),
-    # ---- StaticWeights
-    ("static-beta-negative", _static(beta=-1.0), ValueError, "StaticWeights.beta"),
-    ("static-beta-nan", _static(beta=math.nan), ValueError, "StaticWeights.beta"),
-    ("static-beta-inf", _static(beta=math.inf), ValueError, "StaticWeights.beta"),
-    ("static-beta-type", _static(beta="1"), TypeError, "StaticWeights.beta"),
+    (
+        "prio-temperature-neg",
+        _prio(priority="softmax", temperature=-1.0),
+        ValueError,
+        "LossPriority.temperature",
+    ),
+    (
+        "prio-temperature-nan",
+        _prio(priority="softmax", temperature=math.nan),
+        ValueError,
+        "LossPriority.temperature",
+    ),
+    (
+        "prio-temperature-type",
+        _prio(priority="softmax", temperature="1"),
+        TypeError,
+        "LossPriority.temperature",
+    ),
+    # a field the chosen priority would ignore is an error, not a silent no-op
+    (
+        "prio-pressure-with-softmax",
+        _prio(priority="softmax", pressure=10.0),
+        ValueError,
+        "LossPriority.pressure",
+    ),
+    ("prio-temperature-with-rank", _prio(temperature=0.5), ValueError, "LossPriority.temperature"),
+    (
+        "prio-temperature-with-rank-explicit",
+        _prio(priority="rank", temperature=1.0),
+        ValueError,
+        "LossPriority.temperature",
+    ),
+    ("prio-floor-zero", _prio(floor=0.0), ValueError, "LossPriority.floor"),
+    ("prio-floor-negative", _prio(floor=-0.1), ValueError, "LossPriority.floor"),
+    ("prio-floor-above-one", _prio(floor=1.5), ValueError, "LossPriority.floor"),
+    ("prio-floor-subnormal", _prio(floor=1e-40), ValueError, "LossPriority.floor"),
+    ("prio-decay-one", _prio(decay=1.0), ValueError, "LossPriority.decay"),
+    ("prio-decay-negative", _prio(decay=-0.1), ValueError, "LossPriority.decay"),
+    ("prio-decay-type", _prio(decay="0.9"), TypeError, "LossPriority.decay"),
+    ("prio-prior-name", _prio(prior="median"), ValueError, "LossPriority.prior"),
+    ("prio-prior-inf", _prio(prior=math.inf), ValueError, "LossPriority.prior"),
+    ("prio-prior-type", _prio(prior=None), TypeError, "LossPriority.prior"),
+    ("prio-relax-zero", _prio(relax_steps=0), ValueError, "LossPriority.relax_steps"),
+    ("prio-relax-float", _prio(relax_steps=1.5), TypeError, "LossPriority.relax_steps"),
+    ("prio-refresh-zero", _prio(refresh_every=0), ValueError, "LossPriority.refresh_every"),
+    ("prio-refresh-float", _prio(refresh_every=2.0), TypeError, "LossPriority.refresh_every"),
+    # the old DynamicWeights fields that no longer exist
+    ("prio-correction-field", _prio(correction=False), TypeError, "correction"),
+    ("prio-strategy-field", _prio(strategy="linupper"), TypeError, "strategy"),
+    # ---- StaticImportance
+    ("static-beta-negative", _static(beta=-1.0), ValueError, "StaticImportance.beta"),
+    ("static-beta-nan", _static(beta=math.nan), ValueError, "StaticImportance.beta"),
+    ("static-beta-inf", _static(beta=math.inf), ValueError, "StaticImportance.beta"),
+    ("static-beta-type", _static(beta="1"), TypeError, "StaticImportance.beta"),
     ("static-beta-overflow", _static(beta=1e308), ValueError, "beta"),
-    ("static-clip-zero", _static(clip=0.0), ValueError, "StaticWeights.clip"),
-    ("static-clip-negative", _static(clip=-1.0), ValueError, "StaticWeights.clip"),
-    ("static-clip-nan", _static(clip=math.nan), ValueError, "StaticWeights.clip"),
-    ("static-clip-unordered", _static(clip=(2.0, 1.0)), ValueError, "StaticWeights.clip"),
-    ("static-clip-empty", _static(clip=(1.0, 1.0)), ValueError, "StaticWeights.clip"),
-    ("static-clip-triple", _static(clip=(1.0, 2.0, 3.0)), ValueError, "StaticWeights.clip"),
-    ("static-clip-type", _static(clip="3"), TypeError, "StaticWeights.clip"),
-    ("static-floor-zero", _static(floor=0.0), ValueError, "StaticWeights.floor"),
-    ("static-floor-above-one", _static(floor=1.5), ValueError, "StaticWeights.floor"),
-    ("static-floor-negative", _static(floor=-1e-3), ValueError, "StaticWeights.floor"),
+    ("static-clip-zero", _static(clip=0.0), ValueError, "StaticImportance.clip"),
+    ("static-clip-negative", _static(clip=-1.0), ValueError, "StaticImportance.clip"),
+    ("static-clip-nan", _static(clip=math.nan), ValueError, "StaticImportance.clip"),
+    ("static-clip-unordered", _static(clip=(2.0, 1.0)), ValueError, "StaticImportance.clip"),
+    ("static-clip-empty", _static(clip=(1.0, 1.0)), ValueError, "StaticImportance.clip"),
+    ("static-clip-triple", _static(clip=(1.0, 2.0, 3.0)), ValueError, "StaticImportance.clip"),
+    ("static-clip-type", _static(clip="3"), TypeError, "StaticImportance.clip"),
+    ("static-floor-zero", _static(floor=0.0), ValueError, "StaticImportance.floor"),
+    ("static-floor-above-one", _static(floor=1.5), ValueError, "StaticImportance.floor"),
+    ("static-floor-negative", _static(floor=-1e-3), ValueError, "StaticImportance.floor"),
     (
         "static-floor-underflows-float32",
         _static(log_weights=np.r_[np.zeros(N - 1), 200.0], floor=1e-40),
         ValueError,
-        "StaticWeights.floor",
+        "StaticImportance.floor",
     ),
-    ("static-mode", _static(mode="hybrid"), ValueError, "StaticWeights.mode"),
+    ("static-mode", _static(mode="hybrid"), ValueError, "StaticImportance.mode"),
+    ("static-mode-type", _static(mode=None), TypeError, "StaticImportance.mode"),
     (
         "static-logw-nan",
         _static(log_weights=np.r_[LOGW[:-1], np.nan]),
         ValueError,
-        "StaticWeights.log_weights",
+        "StaticImportance.log_weights",
     ),
     (
         "static-logw-inf",
         _static(log_weights=np.r_[LOGW[:-1], -np.inf]),
         ValueError,
-        "StaticWeights.log_weights",
+        "StaticImportance.log_weights",
     ),
     (
         "static-logw-length",
         _static(log_weights=LOGW[:-1]),
         ValueError,
-        "StaticWeights.log_weights",
+        "StaticImportance.log_weights",
     ),
-    ("static-logw-type", _static(log_weights={"a": 1.0}), TypeError, "StaticWeights.log_weights"),
-    # ---- DomainWeights
-    ("dw-probs-nan", _fixed([1.0, math.nan, 1.0]), ValueError, "DomainWeights.probs"),
-    ("dw-probs-inf", _fixed([1.0, math.inf, 1.0]), ValueError, "DomainWeights.probs"),
-    ("dw-probs-negative", _fixed([1.0, -1.0, 1.0]), ValueError, "DomainWeights.probs"),
-    ("dw-probs-zero", _fixed([0.0, 0.0, 0.0]), ValueError, "DomainWeights.probs"),
-    ("dw-probs-empty", _fixed([]), ValueError, "DomainWeights.probs"),
-    ("dw-probs-length", _fixed([1.0, 1.0]), ValueError, "DomainWeights.probs"),
-    ("dw-probs-unknown-name", _fixed({"zzz": 1.0}), ValueError, "DomainWeights.probs"),
-    ("dw-probs-value-type", _fixed({"a": "x"}), TypeError, "DomainWeights.probs"),
-    ("dw-probs-key-type", _fixed({0: 1.0}), TypeError, "DomainWeights.probs"),
-    ("dw-probs-type", _fixed("abc"), TypeError, "DomainWeights.probs"),
-    ("dw-probs-map-zero", _fixed({"a": 0.0}), ValueError, "DomainWeights.probs"),
-    ("dw-mode", _fixed([1.0, 1.0, 1.0], mode="hybrid"), ValueError, "DomainWeights.mode"),
+    (
+        "static-logw-type",
+        _static(log_weights={"a": 1.0}),
+        TypeError,
+        "StaticImportance.log_weights",
+    ),
+    # ---- DomainMixing with fixed probabilities (the old DomainWeights)
+    ("dw-probs-nan", _fixed([1.0, math.nan, 1.0]), ValueError, "DomainMixing.rule"),
+    ("dw-probs-inf", _fixed([1.0, math.inf, 1.0]), ValueError, "DomainMixing.rule"),
+    ("dw-probs-negative", _fixed([1.0, -1.0, 1.0]), ValueError, "DomainMixing.rule"),
+    ("dw-probs-zero", _fixed([0.0, 0.0, 0.0]), ValueError, "DomainMixing.rule"),
+    ("dw-probs-empty", _fixed([]), ValueError, "DomainMixing.rule"),
+    ("dw-probs-length", _fixed([1.0, 1.0]), ValueError, "DomainMixing.rule"),
+    ("dw-probs-unknown-name", _fixed({"zzz": 1.0}), ValueError, "DomainMixing.rule"),
+    ("dw-probs-value-type", _fixed({"a": "x"}), TypeError, "DomainMixing.rule"),
+    ("dw-probs-key-type", _fixed({0: 1.0}), TypeError, "DomainMixing.rule"),
+    # A string is a rule kind name now (DomainMixing.rule takes fixed probabilities and rules):
+    # an unknown one is a ValueError; a value of no accepted type is the TypeError.
+    ("dw-probs-type", _fixed({1.0, 2.0, 3.0}), TypeError, "DomainMixing.rule"),
+    ("dw-probs-bytes", _fixed(b"abc"), TypeError, "DomainMixing.rule"),
+    ("dw-probs-string-kind", _fixed("abc"), ValueError, "DomainMixing.rule"),
+    ("dw-probs-map-zero", _fixed({"a": 0.0}), ValueError, "DomainMixing.rule"),
+    ("dw-mode", _fixed([1.0, 1.0, 1.0], mode="hybrid"), ValueError, "DomainMixing.mode"),
     (
         "dw-weight-mode-starves-a-drawn-domain",
         _fixed([1.0, 0.0, 1.0], mode="weight"),
         ValueError,
-        "DomainWeights.probs",
+        "DomainMixing.rule",
     ),
-    # ---- DomainMixing
+    # ---- DomainMixing with a rule
     ("dm-mode", _mix({"kind": "uniform"}, mode="nope"), ValueError, "DomainMixing.mode"),
+    ("dm-mode-hybrid", _mix({"kind": "uniform"}, mode="hybrid"), ValueError, "DomainMixing.mode"),
     ("dm-rule-kind", _mix({"kind": "nope"}), ValueError, "DomainMixing.rule"),
     ("dm-rule-type", _mix(None), TypeError, "DomainMixing.rule"),
     ("dm-rule-tau", _mix({"kind": "temperature", "tau": -1.0}), ValueError, "DomainMixing.rule"),
@@ -232,39 +314,34 @@ BAD: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         ValueError,
         "DomainMixing.rule",
     ),
+    # The old sample_rule of mode="hybrid" is a second DomainMixing in mode="proposal".
     (
-        "dm-sample-rule-without-hybrid",
+        "dm-sample-rule-field",
         _mix({"kind": "uniform"}, sample_rule=2.0),
-        ValueError,
-        "DomainMixing.sample_rule",
-    ),
-    (
-        "dm-hybrid-without-sample-rule",
-        _mix({"kind": "uniform"}, mode="hybrid"),
-        ValueError,
-        "DomainMixing.sample_rule",
+        TypeError,
+        "sample_rule",
     ),
     (
         "dm-sample-rule-tau",
-        _mix({"kind": "uniform"}, mode="hybrid", sample_rule=0.0),
+        _hybrid({"kind": "uniform"}, 0.0),
         ValueError,
-        "DomainMixing.sample_rule",
+        "DomainMixing.rule",
     ),
     (
         "dm-sample-rule-type",
-        _mix({"kind": "uniform"}, mode="hybrid", sample_rule=[1, 2]),
+        _hybrid({"kind": "uniform"}, None),
         TypeError,
-        "DomainMixing.sample_rule",
+        "DomainMixing.rule",
     ),
     (
         "dm-sample-rule-nan",
-        _mix({"kind": "uniform"}, mode="hybrid", sample_rule=_Rule(lambda p: [math.nan] * 3)),
+        _hybrid({"kind": "uniform"}, _Rule(lambda p: [math.nan] * 3)),
         ValueError,
-        "DomainMixing.sample_rule",
+        "DomainMixing.rule",
     ),
     (
         "dm-hybrid-target-starves-sampled-domain",
-        _mix({"kind": "fixed", "probs": {"a": 1.0}}, mode="hybrid", sample_rule=1.0),
+        _hybrid({"kind": "fixed", "probs": {"a": 1.0}}, 1.0),
         ValueError,
         "DomainMixing.rule",
     ),
@@ -286,6 +363,40 @@ BAD: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         TypeError,
         "DomainMixing.reference",
     ),
+    ("dm-name-type", _mix(1.0, name=3), TypeError, "DomainMixing.name"),
+    ("dm-name-empty", _mix(1.0, name=""), TypeError, "DomainMixing.name"),
+    # ---- the list of sources
+    ("source-kind-unknown", _sources({"kind": "nope"}), ValueError, "source kind 'nope'"),
+    ("source-kind-old-name", _sources({"kind": "dynamic"}), ValueError, "source kind 'dynamic'"),
+    ("source-spec-without-kind", _sources({"rule": 1.0}), TypeError, "'kind'"),
+    ("source-spec-type", _sources(object()), TypeError, "a source must be"),
+    ("source-spec-string", _sources("mixing"), TypeError, "a source must be"),
+    (
+        "sources-same-name",
+        _sources(
+            {"kind": "mixing", "rule": 1.0, "name": "x"},
+            {"kind": "static", "log_weights": LOGW, "name": "x"},
+        ),
+        ValueError,
+        "named 'x'",
+    ),
+    (
+        "sources-name-clashes-with-a-default",
+        _sources(
+            {"kind": "mixing", "rule": 1.0}, {"kind": "mixing", "rule": 2.0, "name": "mixing"}
+        ),
+        ValueError,
+        "named 'mixing'",
+    ),
+    (
+        "sources-two-change-item-factors",
+        _sources({"kind": "loss_priority"}, {"kind": "reducible_loss", "reference": np.ones(N)}),
+        ValueError,
+        "change item factors",
+    ),
+    ("sources-type", {"sources": object()}, TypeError, "sources"),
+    ("sources-one-spec", {"sources": {"kind": "mixing", "rule": 1.0}}, TypeError, "sources"),
+    ("sources-string", {"sources": "mixing"}, TypeError, "sources"),
     # ---- Reweighter arguments
     ("realised-decay-one", {"realised_decay": 1.0}, ValueError, "realised_decay"),
     ("realised-decay-negative", {"realised_decay": -0.1}, ValueError, "realised_decay"),
@@ -297,9 +408,15 @@ BAD: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("total-steps-negative", {"total_steps": -5}, ValueError, "total_steps"),
     ("total-steps-float", {"total_steps": 2.5}, TypeError, "total_steps"),
     ("total-steps-bool", {"total_steps": True}, TypeError, "total_steps"),
-    ("static-type", {"static": object()}, TypeError, "static"),
-    ("domain-weights-type", {"domain_weights": [1.0, 1.0, 1.0]}, TypeError, "domain_weights"),
-    ("dynamic-type", {"dynamic": "linupper"}, TypeError, "dynamic"),
+    # the old keyword arguments are gone (sources=[...] replaces them)
+    ("old-static-keyword", {"static": LOGW}, TypeError, "static"),
+    (
+        "old-domain-weights-keyword",
+        {"domain_weights": [1.0, 1.0, 1.0]},
+        TypeError,
+        "domain_weights",
+    ),
+    ("old-dynamic-keyword", {"dynamic": "linupper"}, TypeError, "dynamic"),
 ]
 
 
@@ -323,17 +440,22 @@ def test_bad_domain_names_raise() -> None:
         Reweighter(domains=DOMAINS, domain_names="abc")
 
 
+ALL_MODES = ["sample", "weight", "proposal"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "valid"),
     [
-        (_dyn(strategy="nope"), ["linupper", "quadratic", "extremes", "upper", "hard", "uniform"]),
-        (_dyn(mode="nope"), ["weight", "sample", "both"]),
-        (_dyn(priority="nope"), ["rank", "softmax"]),
-        (_static(mode="nope"), ["sample", "weight"]),
-        (_fixed([1.0, 1.0, 1.0], mode="nope"), ["sample", "weight"]),
-        (_mix({"kind": "uniform"}, mode="nope"), ["sample", "weight", "hybrid"]),
+        (_inb(strategy="nope"), ["linupper", "quadratic", "extremes", "upper", "hard", "uniform"]),
+        (_inb(mode="nope"), ["weight"]),
+        (_prio(mode="nope"), ALL_MODES),
+        (_prio(priority="nope"), ["rank", "softmax"]),
+        (_static(mode="nope"), ALL_MODES),
+        (_fixed([1.0, 1.0, 1.0], mode="nope"), ALL_MODES),
+        (_mix({"kind": "uniform"}, mode="nope"), ALL_MODES),
         (_mix({"kind": "nope"}), ["cooldown", "doremi", "odm", "temperature"]),
-        (_dyn(r={"kind": "nope"}), ["constant", "linear", "cosine", "phases"]),
+        (_inb(r={"kind": "nope"}), ["constant", "linear", "cosine", "phases"]),
+        (_sources({"kind": "nope"}), list(SOURCES)),
         ({"nonfinite": "nope"}, ["mask", "raise"]),
     ],
 )
@@ -344,36 +466,128 @@ def test_unknown_names_list_the_valid_names(kwargs: dict[str, Any], valid: list[
         assert name in str(info.value)
 
 
+def test_source_kinds() -> None:
+    kinds = {
+        "static": StaticImportance,
+        "mixing": DomainMixing,
+        "in_batch": InBatchWeights,
+        "loss_priority": LossPriority,
+        "reducible_loss": ReducibleLoss,
+    }
+    assert kinds == SOURCES
+    with pytest.raises(ValueError, match="unknown source kind 'nope'") as info:
+        make_source({"kind": "nope"})
+    assert all(kind in str(info.value) for kind in SOURCES)
+
+
+def test_sources_check_their_fields_when_built() -> None:
+    """Every check that needs no data runs when the source is built, before any Reweighter."""
+    with pytest.raises(ValueError, match=r"InBatchWeights\.r"):
+        InBatchWeights(r=0.0)
+    with pytest.raises(ValueError, match=r"InBatchWeights\.mode.*valid modes: weight"):
+        InBatchWeights(mode="sample")
+    with pytest.raises(ValueError, match=r"LossPriority\.pressure.*priority='rank'"):
+        LossPriority(priority="softmax", pressure=10.0)
+    with pytest.raises(ValueError, match=r"LossPriority\.temperature.*priority='softmax'"):
+        LossPriority(temperature=2.0)
+    with pytest.raises(ValueError, match=r"LossPriority\.mode.*sample, weight, proposal"):
+        LossPriority(mode="both")
+    with pytest.raises(ValueError, match=r"StaticImportance\.beta"):
+        StaticImportance(LOGW, beta=-1.0)
+    with pytest.raises(ValueError, match=r"DomainMixing\.mode.*sample, weight, proposal"):
+        DomainMixing({"kind": "uniform"}, mode="hybrid")
+    with pytest.raises(ValueError, match=r"DomainMixing\.rule"):
+        DomainMixing(-2.0)
+    with pytest.raises(TypeError, match="correction"):
+        LossPriority(correction=True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="sample_rule"):
+        DomainMixing(1.0, sample_rule=2.0)  # type: ignore[call-arg]
+
+
+def test_a_source_belongs_to_one_reweighter() -> None:
+    source = DomainMixing([1.0, 2.0, 3.0])
+    _build(sources=[source])
+    with pytest.raises(ValueError, match="already belongs to a Reweighter"):
+        _build(sources=[source])
+
+
 def test_error_shows_the_value_and_the_fix() -> None:
     with pytest.raises(ValueError) as info:
-        _build(**_dyn(mode="sample", priority="softmax", temperature=0))
+        _build(**_prio(priority="softmax", temperature=0))
     message = str(info.value)
-    assert "DynamicWeights.temperature" in message and "0.0" in message and "> 0" in message
+    assert "LossPriority.temperature" in message and "0.0" in message and "> 0" in message
     with pytest.raises(ValueError) as info:
-        _build(**_dyn(r=Linear(1.0, -1.0)))
+        _build(**_inb(r=Linear(1.0, -1.0)))
     message = str(info.value)
     assert "progress 0.5" in message and "-0.0" not in message
     assert "r > 0" in message and "strategy='uniform'" in message
+    with pytest.raises(ValueError) as info:
+        _build(**_prio(priority="softmax", pressure=10.0))
+    message = str(info.value)
+    assert "LossPriority.pressure=10.0" in message and "drop it" in message
 
 
 def test_valid_edge_values_are_accepted() -> None:
-    _build(**_dyn(r=Step([2.0, 0.4], [0.5]), temperature=math.inf, cap_z=math.inf, floor=1.0))
-    _build(**_dyn(mode="both", relax_steps=np.int64(5), burn_in_steps=np.int64(3)))
+    _build(
+        sources=[
+            InBatchWeights(r=Step([2.0, 0.4], [0.5]), cap_z=math.inf),
+            LossPriority(priority="softmax", temperature=math.inf, floor=1.0),
+        ],
+        total_steps=10,
+    )
+    _build(
+        sources=[
+            InBatchWeights(burn_in_steps=np.int64(3)),
+            LossPriority(mode="proposal", relax_steps=np.int64(5)),
+        ],
+        total_steps=10,
+    )
+    _build(sources=[LossPriority(mode="weight", pressure=1.0)])
     _build(**_static(beta=0.0, clip=(-math.inf, 2.0), floor=1.0, mode="weight"))
+    _build(**_static(mode="proposal"))
     _build(**_fixed({"a": 1.0}))  # sample mode may leave domains out
     _build(**_fixed(np.array([1.0, 0.5, 0.25]), mode="weight"))
-    _build(**_mix(math.inf, mode="hybrid", sample_rule={"kind": "cooldown"}))
+    _build(**_hybrid(math.inf, {"kind": "cooldown"}))
+    _build(**_mix("uniform"))  # a rule kind by name
     # A temperature near 0 gives the small domains shares below float32's range: not drawn.
     rw = _build(**_mix({"kind": "temperature", "tau": 0.01}))
     assert rw.sampler.domain_probs[2] == 0.0 and rw.sampler.domain_probs[0] > 0.99
 
 
+def test_no_sources_is_a_plain_uniform_sampler() -> None:
+    for rw in (_build(), _build(sources=[]), _build(sources=())):
+        assert rw.sources == [] and not rw.needs_total_steps
+        np.testing.assert_allclose(rw.sampler.probabilities(np.arange(N)), 1.0 / N)
+        assert rw.importance_ratios(np.arange(N)).tolist() == [1.0] * N
+        rw.reduce(torch.ones(3), {"index": torch.tensor([0, 13, 19])})
+        rw.step()
+        assert rw.state_dict()["sources"] == {}
+    assert Reweighter(5).sampler.num_items == 5
+
+
+def test_sources_are_named_by_kind_or_name() -> None:
+    rw = _build(
+        sources=[
+            {"kind": "mixing", "rule": {"kind": "uniform"}, "mode": "weight"},
+            DomainMixing(3.0, mode="proposal"),
+            InBatchWeights(),
+            LossPriority(name="priorities"),
+        ],
+        total_steps=10,
+    )
+    assert [s.name for s in rw.sources] == ["mixing", "mixing_2", "in_batch", "priorities"]
+    assert set(rw.state_dict()["sources"]) == {"mixing", "mixing_2", "in_batch", "priorities"}
+
+
 def test_nothing_is_built_from_a_bad_configuration() -> None:
     """The configuration-only checks run before the sampler (and its data) is touched."""
-    with pytest.raises(ValueError, match=r"DynamicWeights\.temperature"):
+    with pytest.raises(ValueError, match=r"LossPriority\.temperature"):
         Reweighter(
-            domains=object(), dynamic=DynamicWeights(temperature=0.0)
+            domains=object(),
+            sources=[{"kind": "loss_priority", "priority": "softmax", "temperature": 0.0}],
         )  # the bad domains are never read
+    with pytest.raises(ValueError, match="source kind"):
+        Reweighter(domains=object(), sources=[{"kind": "nope"}])
 
 
 # ---------------------------------------------------------------- fail clean, unit
@@ -384,7 +598,7 @@ def _snapshot(rw: Reweighter) -> dict[str, Any]:
         "state": rw.state_dict(),
         "metrics": rw.metrics(),
         "q": rw.sampler.probabilities(np.arange(N)),
-        "weights": rw.loss_weights(np.arange(N)),
+        "weights": rw.importance_ratios(np.arange(N)),
     }
 
 
@@ -420,8 +634,7 @@ def test_step_that_fails_at_an_off_grid_progress_changes_nothing() -> None:
         return [1.0, 1.0, 1.0]
 
     rw = _build(
-        domain_weights=DomainMixing(_Rule(probs)),
-        dynamic=DynamicWeights(mode="sample", refresh_every=1),
+        sources=[DomainMixing(_Rule(probs)), LossPriority(mode="sample", refresh_every=1)],
         total_steps=10,
     )
     rw.reduce(torch.ones(4), {"index": torch.tensor([0, 5, 13, 19])})
@@ -438,8 +651,11 @@ def test_doremi_without_reference_fails_clean() -> None:
     """DoReMi needs reference losses (per item, or per batch): a batch without them raises
     before the loss table, the domain losses or the counters change."""
     rw = _build(
-        domain_weights=DomainMixing({"kind": "doremi"}, mode="weight"),
-        dynamic=DynamicWeights(mode="both"),
+        sources=[
+            DomainMixing({"kind": "doremi"}, mode="weight"),
+            InBatchWeights(),
+            LossPriority(mode="proposal"),
+        ],
         total_steps=10,
     )
     batch = {"index": torch.tensor([0, 5, 13, 19])}
@@ -451,19 +667,25 @@ def test_doremi_without_reference_fails_clean() -> None:
 
 
 def test_out_of_range_indices_are_value_errors() -> None:
-    rw = _build(dynamic=DynamicWeights(mode="both"), **_fixed([1.0, 2.0, 3.0], mode="weight"))
+    rw = _build(
+        sources=[
+            InBatchWeights(),
+            LossPriority(mode="proposal"),
+            DomainMixing([1.0, 2.0, 3.0], mode="weight"),
+        ]
+    )
     for bad in ([N], [-1]):
         with pytest.raises(ValueError, match="outside"):
             rw.reduce(torch.ones(1), {"index": torch.tensor(bad)})
         with pytest.raises(ValueError, match="outside"):
-            rw.loss_weights(np.array(bad))
+            rw.importance_ratios(np.array(bad))
         with pytest.raises(ValueError, match="out of range"):
             LossTable(N).update(bad, [1.0], step=0)
 
 
 def test_warning_as_error_changes_nothing() -> None:
     """Under an error filter the masked-loss warning raises; it comes before any change."""
-    rw = _build(dynamic=DynamicWeights(mode="sample"))
+    rw = _build(sources=[LossPriority(mode="sample")])
     before = _snapshot(rw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -479,47 +701,65 @@ def _configs() -> dict[str, Callable[[], Reweighter]]:
     cooldown = {"kind": "cooldown", "high": 4.0, "start": 0.1, "end": 0.6}
     return {
         "dynamic-sample": lambda: _build(
-            dynamic=DynamicWeights(mode="sample", refresh_every=3, pressure=20.0),
+            sources=[LossPriority(mode="sample", refresh_every=3, pressure=20.0)],
             total_steps=12,
             nonfinite="raise",
         ),
         "dynamic-weight": lambda: _build(
-            dynamic=DynamicWeights(
-                "quadratic", r={"kind": "linear", "start": 1.0, "end": 0.4}, burn_in_steps=2
-            ),
+            sources=[
+                InBatchWeights(
+                    "quadratic", r={"kind": "linear", "start": 1.0, "end": 0.4}, burn_in_steps=2
+                )
+            ],
             total_steps=12,
         ),
         "dynamic-both": lambda: _build(
-            dynamic=DynamicWeights(
-                mode="both", priority="softmax", temperature=0.5, refresh_every=2, relax_steps=3
-            ),
+            sources=[
+                InBatchWeights(),
+                LossPriority(
+                    priority="softmax",
+                    temperature=0.5,
+                    refresh_every=2,
+                    relax_steps=3,
+                    mode="proposal",
+                ),
+            ],
             total_steps=12,
             nonfinite="raise",
         ),
         "static-weight": lambda: _build(
-            static=StaticWeights(LOGW, beta=0.5, clip=2.0, mode="weight"), nonfinite="raise"
+            sources=[StaticImportance(LOGW, beta=0.5, clip=2.0, mode="weight")], nonfinite="raise"
         ),
         "mixing-weight-odm": lambda: _build(
-            domain_weights=DomainMixing({"kind": "odm", "warmup_steps": 1, "eta": 1.0}, "weight"),
+            sources=[DomainMixing({"kind": "odm", "warmup_steps": 1, "eta": 1.0}, "weight")],
             total_steps=12,
         ),
         "mixing-hybrid-cooldown": lambda: _build(
-            domain_weights=DomainMixing(cooldown, mode="hybrid", sample_rule=3.0),
-            dynamic=DynamicWeights(mode="both", refresh_every=2, cap_z=2.0),
+            sources=[
+                DomainMixing(cooldown, mode="weight"),
+                DomainMixing(3.0, mode="proposal"),
+                InBatchWeights(cap_z=2.0),
+                LossPriority(refresh_every=2, mode="proposal"),
+            ],
             total_steps=12,
             nonfinite="raise",
         ),
         "mixing-weight-doremi": lambda: _build(
-            domain_weights=DomainMixing({"kind": "doremi"}, mode="weight"),
-            dynamic=DynamicWeights(mode="both", refresh_every=2),
+            sources=[
+                DomainMixing({"kind": "doremi"}, mode="weight"),
+                InBatchWeights(),
+                LossPriority(refresh_every=2, mode="proposal"),
+            ],
             total_steps=12,
         ),
         "everything": lambda: _build(
-            static=StaticWeights(LOGW, beta=0.3, clip=3.0),
-            domain_weights=DomainMixing(
-                {"kind": "doremi", "eta": 0.5}, mode="hybrid", sample_rule=cooldown
-            ),
-            dynamic=DynamicWeights(mode="both", correction=False, refresh_every=2),
+            sources=[
+                StaticImportance(LOGW, beta=0.3, clip=3.0),
+                DomainMixing({"kind": "doremi", "eta": 0.5}, mode="weight"),
+                DomainMixing(cooldown, mode="proposal"),
+                InBatchWeights(),
+                LossPriority(refresh_every=2, mode="sample"),  # the old correction=False
+            ],
             total_steps=12,
         ),
     }
@@ -544,7 +784,7 @@ BAD_OPS = (
     "total_steps_zero",
     "total_steps_float",
     "total_steps_nan",
-    "loss_weights_index",
+    "importance_ratios_index",
     "load_garbage",
     # The one bad call that gets past reduce()'s input checks (into the updates) in the DoReMi
     # configuration, so it is drawn more often.
@@ -562,8 +802,14 @@ def _batch(rw: Reweighter, rng: np.random.Generator, seed: int) -> tuple[torch.T
 
 
 def _needs_reference(rw: Reweighter) -> bool:
-    mixing = rw.domain_weights
-    return isinstance(mixing, DomainMixing) and mixing.rule.get("kind") == "doremi"
+    return any(
+        isinstance(s, DomainMixing) and isinstance(s.rule, Mapping) and s.rule["kind"] == "doremi"
+        for s in rw.sources
+    )
+
+
+def _reads_reference(rw: Reweighter) -> bool:
+    return any("reference_loss" in s.batch_keys for s in rw.sources)
 
 
 def _reference(index: torch.Tensor) -> torch.Tensor:
@@ -596,13 +842,16 @@ def _bad_call(name: str, rw: Reweighter, rng: np.random.Generator, seed: int) ->
         rw.reduce(losses, {"index": index.to(torch.float32)})
     elif name == "losses_not_tensor":
         rw.reduce(losses.tolist(), batch)  # type: ignore[arg-type]
-    elif name == "missing_reference":
-        if _needs_reference(rw):  # DoReMi without reference losses: raises in the update
-            rw.reduce(losses, batch)
-        else:
+    elif name == "missing_reference" and _needs_reference(rw):
+        rw.reduce(losses, batch)  # DoReMi without reference losses: raises in the update
+    elif name in ("missing_reference", "reference_length"):
+        if _reads_reference(rw):
             rw.reduce(losses, {**batch, "reference_loss": torch.ones(index.numel() + 1)})
-    elif name == "reference_length":
-        rw.reduce(losses, {**batch, "reference_loss": torch.ones(index.numel() + 1)})
+        else:
+            # Only the batch keys a source reads are gathered and checked (Source.batch_keys):
+            # with no source reading "reference_loss", make the losses the bad part instead.
+            reference = torch.ones(index.numel() + 1)
+            rw.reduce(torch.cat([losses, losses[:1]]), {**batch, "reference_loss": reference})
     elif name == "sampler_negative":
         rw.sampler.update(index.numpy(), -np.ones(index.numel()))
     elif name == "sampler_index":
@@ -613,8 +862,8 @@ def _bad_call(name: str, rw: Reweighter, rng: np.random.Generator, seed: int) ->
         rw.set_total_steps(12.5)  # type: ignore[arg-type]
     elif name == "total_steps_nan":
         rw.set_total_steps(math.nan)  # type: ignore[arg-type]
-    elif name == "loss_weights_index":
-        rw.loss_weights(np.array([0, N + 3]))
+    elif name == "importance_ratios_index":
+        rw.importance_ratios(np.array([0, N + 3]))
     elif name == "load_garbage":
         rw.load_state_dict({"version": -1})
     else:  # pragma: no cover
