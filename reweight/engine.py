@@ -77,6 +77,20 @@ def _warn_length(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+def _differences(saved: Any, current: Mapping[str, Any], path: str = "") -> list[str]:
+    """The keys (``sources.mixing.mode``, ...) where a saved fingerprint differs."""
+    if not isinstance(saved, Mapping):
+        return [path or "the whole fingerprint"]
+    out: list[str] = []
+    for key in sorted(set(saved) | set(current), key=str):
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(current.get(key), Mapping) and isinstance(saved.get(key), Mapping):
+            out += _differences(saved[key], current[key], here)
+        elif saved.get(key) != current.get(key):
+            out.append(here)
+    return out
+
+
 def _parse_header(
     state: Any, fingerprint: Mapping[str, Any], names: list[str]
 ) -> tuple[int, int | None]:
@@ -94,11 +108,7 @@ def _parse_header(
         )
     saved = state["fingerprint"]
     if saved != fingerprint:
-        diff = [
-            k
-            for k in fingerprint
-            if not isinstance(saved, Mapping) or saved.get(k) != fingerprint[k]
-        ]
+        diff = _differences(saved, fingerprint)
         raise ValueError(
             f"this checkpoint's reweighting state comes from another configuration (differs "
             f"in: {', '.join(diff)}); resume with the same data and reweighting settings, "
