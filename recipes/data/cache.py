@@ -22,6 +22,7 @@ Example:
     (True, True)
     >>> load_cached(path, key).cache_hit, load_cached(path, {"format": 2}) is None
     (True, True)
+    >>> import shutil; shutil.rmtree(path.parent)
 """
 
 from __future__ import annotations
