@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import json
+import pkgutil
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import recipes.data
 from recipes import compare as compare_module
 from recipes import dashboard as dashboard_module
-from recipes import data as data_module
 from recipes import model as model_module
 from recipes.compare import compare, find_runs, main
 from recipes.dashboard import make_dashboard, read_history, series, write_history
@@ -24,6 +26,7 @@ from recipes.data import (
     build_corpus,
     load_user_corpus,
 )
+from recipes.data import builtin as builtin_module
 from recipes.model import ByteTransformerLM, make_optimizer, per_sample_loss
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -87,7 +90,7 @@ def test_second_build_is_a_cache_hit(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def no_rebuild(*args: object, **kwargs: object) -> None:
         raise AssertionError("the corpus was rebuilt instead of loaded from the cache")
 
-    monkeypatch.setattr(data_module, "_domain_texts", no_rebuild)
+    monkeypatch.setattr(builtin_module, "domain_texts", no_rebuild)
     second = build_corpus(tmp_path, max_docs_per_domain=SMALL)
     assert second.cache_hit and second.cache_path == first.cache_path
     assert second.content_hash == first.content_hash
@@ -452,9 +455,19 @@ def test_compare_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 # --- the examples in the docstrings ------------------------------------------------------------
 
 
+# The package and every module in it (a new module is picked up without editing this list).
+DATA_MODULES = [
+    recipes.data,
+    *(
+        importlib.import_module(f"recipes.data.{info.name}")
+        for info in pkgutil.iter_modules(recipes.data.__path__)
+    ),
+]
+
+
 @pytest.mark.parametrize(
     "module",
-    [data_module, model_module, dashboard_module, compare_module],
+    [*DATA_MODULES, model_module, dashboard_module, compare_module],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples_run(module: object) -> None:
