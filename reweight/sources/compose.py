@@ -154,11 +154,16 @@ class Composition:
             starved = (sample > 0) & (sizes > 0) & ~(target > 0)
             if self.weighting and starved.any():
                 d = int(np.flatnonzero(starved)[0])
+                culprits = [
+                    f"{s.label}.rule (source {s.name!r})"
+                    for s in self._domain_sources
+                    if s.in_target and not s.domain_probs(at)[d] > 0
+                ]
                 raise ValueError(
-                    f"the target gives domain {names[d]!r} probability 0 at progress {at:g}, but "
-                    "the draws still reach it, so a batch of its items would have no loss "
-                    "weight; give every drawn domain a positive target probability, or use "
-                    "mode='sample' to leave domains out."
+                    f"{' and '.join(culprits)} give domain {names[d]!r} probability 0 at "
+                    f"progress {at:g}, but the draws still reach it, so a batch of its items "
+                    "would have no loss weight; give every drawn domain a positive target "
+                    "probability, or use mode='sample' to leave domains out."
                 )
 
     # ------------------------------------------------------------------ items

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from reweight._checks import FLOAT32_TINY, check_int, check_range
+from reweight._checks import FLOAT32_TINY, check_choice, check_int, check_range
 from reweight.sources.base import GlobalBatch, ItemUpdate, Layout, Source
 from reweight.table import PRIORITY_METHODS, LossTable, check_priority_params, check_table_params
 
@@ -66,8 +66,7 @@ class LossPriority(Source):
     def validate(self) -> None:
         super().validate()
         prefix = f"{self.label}."
-        if self.priority not in PRIORITY_METHODS:  # the error lists the methods
-            check_priority_params(self.priority, 1.0, 1.0, 0.0, prefix=prefix)
+        check_choice(f"{prefix}priority", self.priority, PRIORITY_METHODS, "priorities")
         for field, method in (("pressure", "rank"), ("temperature", "softmax")):
             if getattr(self, field) is not None and self.priority != method:
                 raise ValueError(
