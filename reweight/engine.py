@@ -210,6 +210,7 @@ class Reweighter:
             source.bind(layout)
             source.name = name
         self.sources = built
+        self.source_names = names
         self._composition = Composition(built, layout, sampler)
         self.nonfinite = nonfinite
         self.self_normalize = bool(self_normalize)
@@ -431,7 +432,7 @@ class Reweighter:
 
     def _parse_state(self, state: Any) -> dict[str, Any]:
         """The engine's own fields, validated (sources and the sampler validate theirs)."""
-        step, total = _parse_header(state, self._fingerprint, [s.name for s in self.sources])
+        step, total = _parse_header(state, self._fingerprint, self.source_names)
         for source in self.sources:
             source.check_state(state["sources"][source.name], step)
         return {

@@ -32,6 +32,7 @@ from reweight import (
     InBatchWeights,
     IndexedDataset,
     LossPriority,
+    ReducibleLoss,
     ReweightCallback,
     Reweighter,
     StaticImportance,
@@ -54,6 +55,7 @@ SOURCES = (
     "dynamic-sample",
     "dynamic-weight",
     "dynamic-both",
+    "reducible-weight",
     "all",
 )
 
@@ -77,6 +79,7 @@ def sources(name: str) -> dict[str, Any]:
     and corrects to the cooldown schedule; "dynamic-both" weights in-batch and draws by loss
     priority, corrected back (the priorities divided out of the loss)."""
     logw = np.random.default_rng(1).normal(0.0, 1.0, sum(SIZES))
+    reference = np.random.default_rng(2).uniform(0.0, 1.0, sum(SIZES))
     cooldown = {"kind": "cooldown", "high": 5.0, "low": 1.0}
     dynamic_r = {"kind": "linear", "start": 1.0, "end": 0.4}
     table: dict[str, Any] = {"refresh_every": 4, "decay": 0.8}
@@ -96,6 +99,11 @@ def sources(name: str) -> dict[str, Any]:
         "dynamic-both": [
             InBatchWeights("quadratic", r=0.7),
             LossPriority(mode="proposal", **table),
+        ],
+        # p keeps its own item factors (static and reducible-loss priorities), q has none.
+        "reducible-weight": [
+            StaticImportance(logw, beta=0.5, mode="weight"),
+            ReducibleLoss(reference=reference, mode="weight", **table),
         ],
         "all": [
             StaticImportance(logw, beta=0.5, mode="weight"),

@@ -40,6 +40,13 @@ class DrawTarget(Protocol):
     def item_shares(self, items: Any) -> np.ndarray: ...
 
 
+def _fixed_factors(source: Source) -> np.ndarray:
+    factors = source.item_factors()
+    if factors is None:
+        raise TypeError(f"{source.label} says it has fixed item factors but gave none.")
+    return factors
+
+
 def _product(factors: Sequence[np.ndarray]) -> np.ndarray | None:
     if not factors:
         return None
@@ -80,8 +87,7 @@ class Composition:
         self.weighting = any(s.mode != "sample" for s in shaping)
         target_fixed = [s for s in shaping if s.in_target and s.fixed_items]
         proposal_fixed = [s for s in shaping if s.in_proposal and s.fixed_items]
-        factors = {id(s): s.item_factors() for s in {id(s): s for s in shaping}.values()
-                   if s.fixed_items}  # fmt: skip
+        factors = {id(s): _fixed_factors(s) for s in shaping if s.fixed_items}
         proposal_factors = _product([factors[id(s)] for s in proposal_fixed])
         if proposal_factors is not None:
             sampler.set_static(proposal_factors)
@@ -157,7 +163,7 @@ class Composition:
                 culprits = [
                     f"{s.label}.rule (source {s.name!r})"
                     for s in self._domain_sources
-                    if s.in_target and not s.domain_probs(at)[d] > 0
+                    if s.in_target and not np.asarray(s.domain_probs(at))[d] > 0
                 ]
                 raise ValueError(
                     f"{' and '.join(culprits)} give domain {names[d]!r} probability 0 at "
@@ -197,7 +203,7 @@ class Composition:
             self._update_target(update)
 
     def _update_target(self, update: ItemUpdate) -> None:
-        assert self.mass is not None
+        assert self.mass is not None and self._live is not None
         if update.items is None:
             self._live[:] = update.values
             self.mass = self._compute_mass()

@@ -118,15 +118,14 @@ class LossPriority(Source):
         return batch.losses
 
     def _priorities(self, items: np.ndarray | None, step: int) -> np.ndarray:
-        args = {
-            "method": self.priority,
-            "pressure": self._pressure,
-            "temperature": self._temperature,
-            "floor": self.floor,
-        }
+        method, pressure, temperature = self.priority, self._pressure, self._temperature
         if items is None:
-            return self.table.all_priorities(step, **args)
-        return self.table.priorities(items, step, **args)
+            return self.table.all_priorities(
+                step, method=method, pressure=pressure, temperature=temperature, floor=self.floor
+            )
+        return self.table.priorities(
+            items, step, method=method, pressure=pressure, temperature=temperature, floor=self.floor
+        )
 
     def check_observe(self, batch: GlobalBatch) -> None:
         self.table.check_update(batch.index, self.signal(batch), step=batch.step)
