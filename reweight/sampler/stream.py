@@ -1,9 +1,9 @@
 """The draw stream: one global sequence of draw positions, shared by all ranks, drawn on demand.
 
 Position p of the global sequence is drawn from two uniforms that are a pure function of
-(seed, p) (``reweight.sampler._kernels.position_uniforms``) and the weights in force when it is drawn.
-Rank r of W takes the positions ``W·j + r`` for its local counter j = 0, 1, 2, ...: ranks never
-build index lists and never leave the one sequence, whatever the world size or batch size.
+(seed, p) (``reweight.sampler._kernels.position_uniforms``) and the weights in force when it is
+drawn. Rank r of W takes the positions ``W·j + r`` for its local counter j = 0, 1, 2, ...: ranks
+never build index lists and never leave the one sequence, whatever the world size or batch size.
 
 *On demand* means an update of the weights reaches every draw not yet handed to the DataLoader:
 draws are made in small blocks when the loader asks for them, and any change of the weights
