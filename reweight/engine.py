@@ -18,6 +18,15 @@ import numpy as np
 import torch
 
 from reweight import distributed
+from reweight._checks import (
+    FLOAT32_TINY,
+    as_float_array,
+    check_choice,
+    check_int,
+    check_range,
+    check_weights,
+    named,
+)
 from reweight.data import require_index
 from reweight.metrics import weight_summary
 from reweight.mixing import (
@@ -27,15 +36,6 @@ from reweight.mixing import (
     check_schedule,
     make_rule,
     make_schedule,
-)
-from reweight._checks import (
-    FLOAT32_TINY,
-    as_float_array,
-    check_choice,
-    check_int,
-    check_range,
-    check_weights,
-    named,
 )
 from reweight.sampler import ReweightSampler
 from reweight.table import PRIORITY_METHODS, LossTable, check_priority_params, check_table_params
