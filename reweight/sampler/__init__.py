@@ -33,6 +33,12 @@ block_size²`` bytes of cached statistics, plus, for a non-contiguous domain lay
 permutation (8 past 2^31 items), a domain id and the low bits of a rank (3 bytes together for
 up to 65,536 domains, 5 beyond). With the default block size that is about 8.6 bytes per item
 for a contiguous layout and 15.7 for an interleaved one.
+
+Modules: :mod:`~reweight.sampler.sampler` (:class:`ReweightSampler`, the ``DistributedSampler``
+that composes the other two), :mod:`~reweight.sampler.tree` (the weights: layout, pyramid, π,
+draws from given uniforms), :mod:`~reweight.sampler.stream` (the global draw sequence: epochs,
+ranks, replay, records, state) and ``_kernels`` (their compiled loops, called with the named
+structures ``Layout``, ``Pyramid`` and ``Domains``).
 """
 
 from reweight.sampler.sampler import ReweightSampler

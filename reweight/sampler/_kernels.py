@@ -57,6 +57,7 @@ __all__ = [
     "build_layout",
     "check_and_locate",
     "count_positive",
+    "domain_bounds",
     "domain_stats",
     "domains_with_mass",
     "draw_items",
@@ -64,8 +65,6 @@ __all__ = [
     "init_factors",
     "locate",
     "position_uniforms",
-    "prefix_sums",
-    "range_sums",
     "rebuild",
     "scatter_items",
     "stream_key",
@@ -509,9 +508,24 @@ def write_items(
 
 
 @njit(cache=True)
-def prefix_sums(pyramid: Fields, blocks: np.ndarray) -> np.ndarray:
-    """Σ of the block sums before each given block (a walk up the tree)."""
+def domain_bounds(pyramid: Fields, layout: Fields) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, mass, exact) of every domain: the pyramid's mass before the domain, its own mass
+    (0 when it has no positive item) and whether it is far lighter than the mass before it
+    (``start · 2^-20 > mass``: ``start + u · mass`` would round, its draws take the exact
+    walk)."""
     pyramid = Pyramid(*pyramid)
+    layout = Layout(*layout)
+    starts = _prefix_sums(pyramid, layout.block_offsets[:-1])
+    masses = _range_sums(pyramid, layout.block_offsets)
+    for d in range(masses.size):
+        if pyramid.positive_items[d] == 0:
+            masses[d] = 0.0
+    return starts, masses, starts * 2.0**-20 > masses
+
+
+@njit(cache=True)
+def _prefix_sums(pyramid: Pyramid, blocks: np.ndarray) -> np.ndarray:
+    """Σ of the block sums before each given block (a walk up the tree)."""
     tree, level_offsets = pyramid.tree, pyramid.level_offsets
     width = pyramid.factors.shape[2]
     out = np.zeros(blocks.size)
@@ -533,14 +547,11 @@ def prefix_sums(pyramid: Fields, blocks: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def range_sums(pyramid: Fields, layout: Fields) -> np.ndarray:
+def _range_sums(pyramid: Pyramid, block_offsets: np.ndarray) -> np.ndarray:
     """Σ of the block sums of each domain [block_offsets[d], block_offsets[d + 1]), adding only
     tree nodes inside the range (no cancellation against other domains' mass)."""
-    pyramid = Pyramid(*pyramid)
-    layout = Layout(*layout)
     tree, level_offsets = pyramid.tree, pyramid.level_offsets
     width = pyramid.factors.shape[2]
-    block_offsets = layout.block_offsets
     out = np.zeros(block_offsets.size - 1)
     for d in range(out.size):
         s, e = block_offsets[d], block_offsets[d + 1]
@@ -597,7 +608,7 @@ def _draw_exact(goal: float, first_block: int, last_block: int, pyramid: Pyramid
     adding the mass outside that range (exact however light the range is next to the rest).
 
     The range is split into the tree nodes that lie inside it (at most 2·(width - 1) per level,
-    visited in the order :func:`range_sums` adds them); the goal picks one of them, and the walk
+    visited in the order :func:`_range_sums` adds them); the goal picks one of them, and the walk
     descends inside it: O(width · log N). -1 if the range has no positive item.
     """
     factors, tree, level_offsets = pyramid.factors, pyramid.tree, pyramid.level_offsets

@@ -234,11 +234,7 @@ class WeightTree:
         would round at the scale of ``start``, so their draws take an exact walk instead.
         """
         if self._bounds is None:
-            starts = _kernels.prefix_sums(self._pyramid, self.layout.block_offsets)[:-1]
-            masses = _kernels.range_sums(self._pyramid, self._layout)
-            masses[~self._domain_has_mass] = 0.0
-            exact = starts * 2.0**-20 > masses
-            self._bounds = (starts, masses, exact)
+            self._bounds = _kernels.domain_bounds(self._pyramid, self._layout)
         return self._bounds
 
     def _draw_domains(self) -> Fields:
