@@ -139,6 +139,15 @@ class DrawStream:
         draw: ``draw(first, count) -> (items, q)`` draws global positions
             ``first .. first + count - 1`` from the current weights.
         num_items: items in the data set (records outside ``[0, num_items)`` are rejected).
+
+    Example:
+        >>> import numpy as np
+        >>> def draw(first, count):  # position p draws item p % 5, with q = 0.2
+        ...     return np.arange(first, first + count) % 5, np.full(count, 0.2)
+        >>> stream = DrawStream(draw, num_items=5)
+        >>> it = stream.iterate()
+        >>> [next(it) for _ in range(7)], stream.yielded
+        ([0, 1, 2, 3, 4, 0, 1], 7)
     """
 
     def __init__(self, draw: DrawFn, num_items: int) -> None:
