@@ -22,6 +22,25 @@ PROGRESS_GRID_STEPS = 64
 # Smallest positive float32 (normal) value: the sampler stores factors and domain probabilities
 # as float32 and rejects positive values below it.
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy), bools excluded."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number (Python or numpy), bools excluded."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def from_tensor(values: Any) -> Any:
+    """A tensor as a numpy array (detached, on the CPU; no copy on the CPU); anything else as
+    it is."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return values
 
 
 def check_progress(progress: Any) -> float:
@@ -200,6 +219,93 @@ def state_array(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(values, dtype=np.float64, copy=True))
 
 
+# ---------------------------------------------------------------- item ids and item weights
+#
+# The sampler's per-item inputs: a wrong type raises TypeError, a wrong value (an id out of
+# range, a negative or non-finite weight) ValueError.
+
+
+def index_array(indices: Any) -> np.ndarray:
+    """``indices`` as a contiguous 1-D int64 array (no copy when it already is one); checks
+    the type (TypeError unless integers), not the range.
+
+    Example:
+        >>> index_array([[3], [1]]).tolist()
+        [3, 1]
+    """
+    array = np.asarray(from_tensor(indices)).reshape(-1)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"item indices must be integers, got dtype {array.dtype}; pass item ids such as "
+            "batch['index']."
+        )
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def check_indices(indices: Any, num_items: int) -> np.ndarray:
+    """:func:`index_array`, each id in ``[0, num_items)`` (else ValueError).
+
+    Example:
+        >>> check_indices([4], 3)
+        Traceback (most recent call last):
+        ...
+        ValueError: item index 4 is out of range for 3 items (1 bad indices); indices must lie in [0, 3).
+    """  # noqa: E501
+    array = index_array(indices)
+    if array.size and (array.min() < 0 or array.max() >= num_items):
+        bad = array[(array < 0) | (array >= num_items)]
+        raise ValueError(
+            f"item index {int(bad[0])} is out of range for {num_items} items "
+            f"({bad.size} bad indices); indices must lie in [0, {num_items})."
+        )
+    return array
+
+
+def value_array(values: Any) -> np.ndarray:
+    """``values`` as a contiguous 1-D float64 array (no copy when it already is one); checks
+    nothing else."""
+    return np.ascontiguousarray(np.asarray(from_tensor(values), dtype=np.float64).reshape(-1))
+
+
+def check_factors(name: str, values: Any, length: int | None = None) -> np.ndarray:
+    """``values`` as a 1-D float64 array of ``length`` weights stored as float32: each finite,
+    >= 0, and either 0 or within float32's normal range (ValueError naming the first bad one).
+
+    Example:
+        >>> check_factors("static factor", [1, 0, 2.5]).tolist()
+        [1.0, 0.0, 2.5]
+    """
+    array = np.asarray(from_tensor(values), dtype=np.float64).reshape(-1)
+    if length is not None and array.shape[0] != length:
+        raise ValueError(
+            f"{name} has {array.shape[0]} entries but {length} were expected; "
+            f"pass one value per item (or per domain for domain probabilities)."
+        )
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} non-finite value(s) (first at position {first}: "
+            f"{array[first]!r}); weights must be finite — mask or clip them before passing them."
+        )
+    out_of_range = (array > FLOAT32_MAX) | ((array > 0) & (array < FLOAT32_TINY))
+    if out_of_range.any():
+        first = int(np.flatnonzero(out_of_range)[0])
+        raise ValueError(
+            f"{name} has {int(out_of_range.sum())} value(s) outside float32's normal range "
+            f"(first at position {first}: {array[first]!r}); weights are stored as float32 — "
+            "rescale them (only ratios matter) into [1.2e-38, 3.4e38] or use 0."
+        )
+    negative = array < 0
+    if negative.any():
+        first = int(np.flatnonzero(negative)[0])
+        raise ValueError(
+            f"{name} contains {int(negative.sum())} negative value(s) (first at position {first}: "
+            f"{array[first]!r}); weights must be >= 0 (use 0 to exclude an item)."
+        )
+    return array
+
+
 # ---------------------------------------------------------------- rule states
 #
 # Every check below names the state (``what``, e.g. "doremi state") and the key, raises
@@ -213,10 +319,6 @@ FLOOR_TOL = 1e-12
 can round just under the floor)."""
 
 HEADER_KEYS = ("rule", "version", "num_domains")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_state(
@@ -236,13 +338,13 @@ def check_state(
             "that saved it (the configuration must match the checkpoint)."
         )
     got_version = state["version"]
-    if not _is_int(got_version) or got_version != version:
+    if not is_int(got_version) or got_version != version:
         raise ValueError(
             f"{what} has 'version' {got_version!r}; this version of reweight reads version "
             f"{version}. Re-create the state with a matching reweight version."
         )
     got_k = state["num_domains"]
-    if not _is_int(got_k) or got_k != num_domains:
+    if not is_int(got_k) or got_k != num_domains:
         raise ValueError(
             f"{what} is for {got_k!r} domains ('num_domains'), this rule has {num_domains}; the "
             "domains of the checkpoint and of the configuration must match."
@@ -256,7 +358,7 @@ def check_state(
 def state_int(state: Mapping[str, Any], key: str, what: str, *, minimum: int = 0) -> int:
     """``state[key]`` as an int >= ``minimum`` (bools and floats rejected)."""
     value = state[key]
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(
             f"{what}: {key!r} must be an integer, got {value!r} ({type(value).__name__})."
         )
@@ -355,6 +457,80 @@ def state_initial(
         )
 
 
+# ---------------------------------------------------------------- sampler states
+#
+# The sampler's state is checked field by field as it is read; every bad field, of a wrong kind
+# or a wrong value, raises ValueError (a corrupt state), naming ``what`` and the key.
+
+
+def read_state_array(what: str, key: str, value: Any) -> np.ndarray:
+    """A state field holding a tensor or array, as a numpy array of real numbers or bools;
+    anything else raises ValueError naming ``what`` and ``key``.
+
+    Example:
+        >>> read_state_array("sampler state", "static", [1.0])
+        Traceback (most recent call last):
+        ...
+        ValueError: sampler state: 'static' must be a tensor, got list.
+    """
+    if isinstance(value, torch.Tensor):
+        try:
+            value = value.detach().cpu().numpy()
+        except (TypeError, RuntimeError) as error:
+            raise ValueError(
+                f"{what}: {key!r} is a {value.dtype} tensor, which this state never holds "
+                f"({error}); the state is corrupt or was cast by another tool."
+            ) from None
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{what}: {key!r} must be a tensor, got {type(value).__name__}.")
+    if value.dtype.kind not in "biuf":
+        raise ValueError(f"{what}: {key!r} must hold real numbers, got dtype {value.dtype}.")
+    return value
+
+
+def read_state_vector(what: str, key: str, value: Any, dtype: type) -> np.ndarray:
+    """:func:`read_state_array` that is 1-D and holds integers (``dtype`` np.int64) or reals
+    (np.float64), as a contiguous array of ``dtype``."""
+    array = read_state_array(what, key, value)
+    if array.ndim != 1:
+        raise ValueError(
+            f"{what}: {key!r} must be a 1-D tensor, got {type(array).__name__} of shape "
+            f"{array.shape}."
+        )
+    kinds = "iu" if dtype is np.int64 else "iuf"
+    if array.dtype.kind not in kinds:
+        raise ValueError(
+            f"{what}: {key!r} must hold {'integers' if kinds == 'iu' else 'reals'}, "
+            f"got {array.dtype}."
+        )
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def read_state_scalar(what: str, key: str, value: Any) -> Any:
+    """A state field holding one plain value (int, float, bool, str or None); a tensor, an
+    array or a container raises ValueError naming ``what`` and ``key``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(
+        f"{what}: {key!r} must be a single plain value, got {type(value).__name__}; the state "
+        "is corrupt."
+    )
+
+
+def read_state_int(what: str, key: str, value: Any, *, minimum: int) -> int:
+    """A state field holding an integer >= ``minimum`` (a one-element tensor is accepted);
+    anything else raises ValueError naming ``what`` and ``key``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not is_int(value):
+        raise ValueError(f"{what}: {key!r} must be an integer, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{what}: {key!r} must be >= {minimum}, got {value!r}.")
+    return int(value)
+
+
 def call_kind(
     what: str, registry: Mapping[str, Callable[..., Any]], spec: Mapping[str, Any], **extra: Any
 ) -> Any:
@@ -388,7 +564,7 @@ def call_kind(
 def state_step(state: Mapping[str, Any], key: str, maximum: int | None, *, minimum: int = 0) -> int:
     """An integer step field of a Reweighter state, in [minimum, maximum]."""
     value = state[key]
-    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
         bound = "" if maximum is None else f" and <= {maximum}"
         raise ValueError(
             f"Reweighter state: {key!r} must be an integer >= {minimum}{bound}, got {value!r}; "

@@ -38,13 +38,14 @@ Reads never mutate; :meth:`LossTable.update`, :meth:`LossTable.refresh` and
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+
+from reweight._checks import from_tensor, is_int, is_real
 
 __all__ = ["PRIORITY_METHODS", "LossTable", "check_priority_params", "check_table_params"]
 
@@ -62,7 +63,9 @@ PRIORITY_METHODS = ("rank", "softmax")
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """``value`` as a float (NaN and infinities pass: the caller's range check explains the
+    range); TypeError for a bool or a non-number."""
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
     return float(value)
 
@@ -90,7 +93,7 @@ def check_table_params(
             raise ValueError(f"{prefix}prior must be 'mean' or a finite number, got {prior!r}.")
         estimate: str | float = prior
     else:
-        if isinstance(prior, bool) or not isinstance(prior, numbers.Real):
+        if not is_real(prior):
             raise TypeError(
                 f"{prefix}prior must be 'mean' or a finite number, got {prior!r} "
                 f"({type(prior).__name__})."
@@ -147,12 +150,6 @@ def check_priority_params(
     return method, pressure, temperature, floor
 
 
-def _to_numpy(values: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
-
-
 def _check_step(step: Any, name: str = "step") -> int:
     if isinstance(step, bool):
         raise TypeError(f"{name} must be an integer (a training step), got {step!r}.")
@@ -186,19 +183,11 @@ _STATE_KEYS = (
 )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _state_int(
     state: Mapping[str, Any], key: str, low: int, high: int | None, hint: str = ""
 ) -> int:
     value = state[key]
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(
             f"{_STATE_WHAT}: {key!r} must be an integer, got {value!r} ({type(value).__name__})."
         )
@@ -212,7 +201,7 @@ def _state_int(
 def _state_hyperparameters(state: Mapping[str, Any]) -> None:
     """Checks the saved ``decay``, ``prior`` and ``relax_steps`` (kept for reference only)."""
     decay = state["decay"]
-    if not _is_real(decay):
+    if not is_real(decay):
         raise TypeError(f"{_STATE_WHAT}: 'decay' must be a real number, got {decay!r}.")
     if not 0.0 <= float(decay) < 1.0:
         raise ValueError(f"{_STATE_WHAT}: 'decay' must lie in [0, 1), got {decay!r}.")
@@ -220,14 +209,14 @@ def _state_hyperparameters(state: Mapping[str, Any]) -> None:
     if isinstance(prior, str):
         if prior != "mean":
             raise ValueError(f"{_STATE_WHAT}: 'prior' must be 'mean' or a number, got {prior!r}.")
-    elif not _is_real(prior):
+    elif not is_real(prior):
         raise TypeError(f"{_STATE_WHAT}: 'prior' must be 'mean' or a number, got {prior!r}.")
     elif not math.isfinite(float(prior)):
         raise ValueError(f"{_STATE_WHAT}: 'prior' must be finite, got {prior!r}.")
     relax = state["relax_steps"]
     if relax is None:
         return
-    if not _is_real(relax):
+    if not is_real(relax):
         raise TypeError(
             f"{_STATE_WHAT}: 'relax_steps' must be None or a number > 0, got {relax!r}."
         )
@@ -475,7 +464,7 @@ class LossTable:
     # ------------------------------------------------------------ validation
 
     def _index(self, index: Any) -> np.ndarray:
-        idx = _to_numpy(index)
+        idx = np.asarray(from_tensor(index))
         if idx.ndim != 1:
             raise ValueError(f"index must be 1-D, got shape {idx.shape}.")
         if idx.size == 0:
@@ -493,7 +482,7 @@ class LossTable:
         return idx
 
     def _losses(self, losses: Any, size: int) -> np.ndarray:
-        values = _to_numpy(losses)
+        values = np.asarray(from_tensor(losses))
         if values.dtype == np.bool_ or values.dtype.kind == "c":
             raise TypeError(f"losses must be real numbers, got dtype {values.dtype}.")
         values = values.astype(np.float64, copy=False)
@@ -820,7 +809,7 @@ class LossTable:
         if "version" not in state:
             raise ValueError("not a LossTable state (expected a mapping with a 'version' key).")
         version = state["version"]
-        if not _is_int(version) or version not in (1, _STATE_VERSION):
+        if not is_int(version) or version not in (1, _STATE_VERSION):
             raise ValueError(
                 f"LossTable state version {version!r} is not supported ({_STATE_WHAT}: "
                 f"'version' must be 1 or {_STATE_VERSION}); re-create the state with a matching "
@@ -831,7 +820,7 @@ class LossTable:
         if missing:
             raise ValueError(f"LossTable state lacks key(s): {', '.join(missing)}.")
         num_items = state["num_items"]
-        if not _is_int(num_items) or num_items != self._n:
+        if not is_int(num_items) or num_items != self._n:
             raise ValueError(
                 f"this checkpoint's loss table has num_items={num_items!r} but this table has "
                 f"{self._n}; resume with the same data set, or start a fresh table."

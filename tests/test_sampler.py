@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 from torch.utils.data import DataLoader, DistributedSampler
 
-import reweight.sampler
+import reweight.sampler.sampler
 from reweight.sampler import ReweightSampler
 
 # ---------------------------------------------------------------- helpers
@@ -82,7 +82,7 @@ def layout(kind: str, n: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(reweight.sampler, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(reweight.sampler.sampler, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
 

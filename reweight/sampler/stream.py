@@ -1,9 +1,9 @@
 """The draw stream: one global sequence of draw positions, shared by all ranks, drawn on demand.
 
 Position p of the global sequence is drawn from two uniforms that are a pure function of
-(seed, p) (``reweight._kernels.position_uniforms``) and the weights in force when it is drawn.
-Rank r of W takes the positions ``W·j + r`` for its local counter j = 0, 1, 2, ...: ranks never
-build index lists and never leave the one sequence, whatever the world size or batch size.
+(seed, p) (``reweight.sampler._kernels.position_uniforms``) and the weights in force when it is
+drawn. Rank r of W takes the positions ``W·j + r`` for its local counter j = 0, 1, 2, ...: ranks
+never build index lists and never leave the one sequence, whatever the world size or batch size.
 
 *On demand* means an update of the weights reaches every draw not yet handed to the DataLoader:
 draws are made in small blocks when the loader asks for them, and any change of the weights
@@ -37,7 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from reweight._checks import read_state_int, read_state_vector
+
 __all__ = ["DrawMatch", "DrawStream"]
+
+_WHAT = "draw stream state"  # how errors name a bad state
 
 _MIN_BLOCK = 8  # local draws per block at first and after an update
 _MAX_GLOBAL_BLOCK = 8192  # global draws per block when nothing changes the weights
@@ -135,6 +139,15 @@ class DrawStream:
         draw: ``draw(first, count) -> (items, q)`` draws global positions
             ``first .. first + count - 1`` from the current weights.
         num_items: items in the data set (records outside ``[0, num_items)`` are rejected).
+
+    Example:
+        >>> import numpy as np
+        >>> def draw(first, count):  # position p draws item p % 5, with q = 0.2
+        ...     return np.arange(first, first + count) % 5, np.full(count, 0.2)
+        >>> stream = DrawStream(draw, num_items=5)
+        >>> it = stream.iterate()
+        >>> [next(it) for _ in range(7)], stream.yielded
+        ([0, 1, 2, 3, 4, 0, 1], 7)
     """
 
     def __init__(self, draw: DrawFn, num_items: int) -> None:
@@ -412,16 +425,16 @@ class DrawStream:
                 raise ValueError(
                     f"draw stream state: missing field {key!r}; the state is truncated."
                 )
-        world = _int_field(state, "world_size", low=1)
-        yielded = _int_field(state, "yielded", low=0)
-        start = _int_field(state, "records_start", low=0)
+        world = read_state_int(_WHAT, "world_size", state["world_size"], minimum=1)
+        yielded = read_state_int(_WHAT, "yielded", state["yielded"], minimum=0)
+        start = read_state_int(_WHAT, "records_start", state["records_start"], minimum=0)
         tracking = state["tracking"]
         if not isinstance(tracking, (bool, np.bool_)):
             raise ValueError(f"draw stream state: 'tracking' must be a bool, got {tracking!r}.")
-        consumed = _array_field(state, "consumed", np.int64)
-        items = _array_field(state, "items", np.int64)
-        q = _array_field(state, "q", np.float64)
-        clock = _array_field(state, "clock", np.int64)
+        consumed = read_state_vector(_WHAT, "consumed", state["consumed"], np.int64)
+        items = read_state_vector(_WHAT, "items", state["items"], np.int64)
+        q = read_state_vector(_WHAT, "q", state["q"], np.float64)
+        clock = read_state_vector(_WHAT, "clock", state["clock"], np.int64)
         if consumed.shape != (world,):
             raise ValueError(
                 f"draw stream state: 'consumed' has {consumed.size} entries for world_size "
@@ -481,61 +494,3 @@ class DrawStream:
         )
         self._trim_records()
         self._rebuild_queue()
-
-
-def _int_field(state: Mapping[str, Any], key: str, low: int) -> int:
-    value = state[key]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"draw stream state: {key!r} must be an integer, got {value!r}.")
-    if value < low:
-        raise ValueError(f"draw stream state: {key!r} must be >= {low}, got {value!r}.")
-    return int(value)
-
-
-def state_array(what: str, key: str, value: Any) -> np.ndarray:
-    """A state field holding a tensor or array, as a numpy array of real numbers or bools;
-    anything else raises ValueError naming ``what`` and ``key``."""
-    if isinstance(value, torch.Tensor):
-        try:
-            value = value.detach().cpu().numpy()
-        except (TypeError, RuntimeError) as error:
-            raise ValueError(
-                f"{what}: {key!r} is a {value.dtype} tensor, which this state never holds "
-                f"({error}); the state is corrupt or was cast by another tool."
-            ) from None
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"{what}: {key!r} must be a tensor, got {type(value).__name__}.")
-    if value.dtype.kind not in "biuf":
-        raise ValueError(f"{what}: {key!r} must hold real numbers, got dtype {value.dtype}.")
-    return value
-
-
-def state_scalar(what: str, key: str, value: Any) -> Any:
-    """A state field holding one plain value (int, float, bool, str or None); a tensor, an
-    array or a container raises ValueError naming ``what`` and ``key``."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise ValueError(
-        f"{what}: {key!r} must be a single plain value, got {type(value).__name__}; the state "
-        "is corrupt."
-    )
-
-
-def _array_field(state: Mapping[str, Any], key: str, dtype: type) -> np.ndarray:
-    value = state_array("draw stream state", key, state[key])
-    if value.ndim != 1:
-        raise ValueError(
-            f"draw stream state: {key!r} must be a 1-D tensor, got {type(value).__name__}"
-            f"{'' if not isinstance(value, np.ndarray) else f' of shape {value.shape}'}."
-        )
-    kinds = "iu" if dtype is np.int64 else "iuf"
-    if value.dtype.kind not in kinds:
-        raise ValueError(
-            f"draw stream state: {key!r} must hold {'integers' if kinds == 'iu' else 'reals'}, "
-            f"got {value.dtype}."
-        )
-    return np.ascontiguousarray(value, dtype=dtype)

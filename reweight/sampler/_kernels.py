@@ -1,27 +1,38 @@
 """Compiled inner loops of ReweightSampler (numba): layout, lookups, draws, updates, statistics.
 
-Item factors live in ``factors``, a float32 array of shape (blocks, 2, width): row 0 holds the
-static factor a and row 1 the dynamic factor b of the ``width`` item slots of a block, so one
-block's data is contiguous. An item's weight is a·b, always computed in float64 (the product of
-two float32 values never overflows or underflows float64). An item is *positive* when a > 0 and
-b > 0.
+The kernels take their arrays in three named structures: :class:`Layout` (where each item
+sits), :class:`Pyramid` (the item factors, their float64 sum pyramid and what is derived from
+them) and :class:`Domains` (π and each domain's place in the pyramid, as a draw needs them).
+Callers pass each one as a plain tuple of its fields (:data:`Fields`), ``tuple(layout)``, and
+the kernel names them again on entry (``Layout(*layout)``, free in compiled code): numba
+dispatches a call with a plain tuple of arrays about as fast as one with the arrays as separate
+arguments, but a ``NamedTuple`` several times slower (about 3 µs per structure and call), which
+the draw stream would pay on every batch. Private helpers take the named structures.
 
-The tree is one flat float64 array. Level 0 holds one sum per block; level k + 1 holds the sums
-of groups of ``width`` nodes of level k; every level is padded with zeros to whole groups and
-the top level is a single group. ``level_offsets[k]`` is where level k starts. Every node is
-recomputed from its children in one fixed order (never updated by differences), so the tree is
-a pure function of the factors: a rebuilt tree equals an incrementally updated one bit for bit.
-Above level 0, ``prefix`` mirrors the tree with the running sums within each group of siblings,
-so that a draw compares its target with a whole group at once (vectorised) instead of adding
-the siblings one by one; level 0 (16 times larger) is scanned by adding.
+Item factors live in ``Pyramid.factors``, a float32 array of shape (blocks, 2, width): row 0
+holds the static factor a and row 1 the dynamic factor b of the ``width`` item slots of a
+block, so one block's data is contiguous. An item's weight is a·b, always computed in float64
+(the product of two float32 values never overflows or underflows float64). An item is
+*positive* when a > 0 and b > 0.
+
+The tree (``Pyramid.tree``) is one flat float64 array. Level 0 holds one sum per block; level
+k + 1 holds the sums of groups of ``width`` nodes of level k; every level is padded with zeros
+to whole groups and the top level is a single group. ``level_offsets[k]`` is where level k
+starts. Every node is recomputed from its children in one fixed order (never updated by
+differences), so the tree is a pure function of the factors: a rebuilt tree equals an
+incrementally updated one bit for bit. Above level 0, ``prefix`` mirrors the tree with the
+running sums within each group of siblings, so that a draw compares its target with a whole
+group at once (vectorised) instead of adding the siblings one by one; level 0 (16 times larger)
+is scanned by adding.
 
 Positions and items: each domain's items occupy consecutive positions from
-``position_offsets[d]`` in ascending item order (padded to whole blocks). In the *contiguous*
-layout (domain ids non-decreasing) position and item differ by a per-domain offset. Otherwise
-``perm`` maps positions to items and the way back is a rank within the domain: the low
-``low_bits`` bits of the rank are stored per item (``rank_low``), the high bits are the number
-of the domain's *marks* (the items at ranks that are multiples of 2**low_bits) that are <= the
-item — a binary search in a small, cache-resident table.
+``Layout.position_offsets[d]`` in ascending item order (padded to whole blocks). In the
+*contiguous* layout (domain ids non-decreasing) position and item differ by a per-domain offset
+and the layout's per-item arrays are empty. Otherwise ``perm`` maps positions to items and the
+way back is a rank within the domain: the low ``low_bits`` bits of the rank are stored per item
+(``rank_low``), the high bits are the number of the domain's *marks* (the items at ranks that
+are multiples of 2**low_bits) that are <= the item — a binary search in a small, cache-resident
+table.
 
 Loops run over whole batches (draws go in tiles of ``_TILE``), so the memory accesses of
 different draws or updates are independent and overlap; inner loops are branch-free where the
@@ -31,7 +42,7 @@ branch would be unpredictable.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from llvmlite import ir
@@ -40,22 +51,95 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
+    "Domains",
+    "Layout",
+    "Pyramid",
     "build_layout",
     "check_and_locate",
     "count_positive",
+    "domain_bounds",
     "domain_stats",
     "domains_with_mass",
     "draw_items",
+    "draw_positions",
     "init_factors",
     "locate",
     "position_uniforms",
-    "prefix_sums",
-    "range_sums",
     "rebuild",
     "scatter_items",
     "stream_key",
     "write_items",
 ]
+
+
+Fields = tuple[Any, ...]
+"""The type of a kernel's ``layout``, ``pyramid`` or ``domains`` argument: that structure as a
+plain tuple of its fields, ``tuple(layout)``; the kernel names it again on entry."""
+
+
+class Layout(NamedTuple):
+    """Where each item sits: per-domain offsets and, for an interleaved layout, the maps
+    between items and positions (the per-item arrays are empty in a contiguous layout)."""
+
+    item_offsets: np.ndarray
+    """int64 (K + 1,): cumulative item counts (in a contiguous layout, each domain's first
+    item)."""
+    position_offsets: np.ndarray
+    """int64 (K + 1,): each domain's first position (domains are padded to whole blocks)."""
+    block_offsets: np.ndarray
+    """int64 (K + 1,): each domain's first block (``position_offsets // width``)."""
+    perm: np.ndarray
+    """positions → items (int32, int64 past 2^31 items; -1 on padding); empty if contiguous."""
+    item_domain: np.ndarray
+    """items → domain id (the smallest unsigned type that holds K - 1); empty if contiguous."""
+    rank_low: np.ndarray
+    """items → the low ``low_bits`` bits of the item's rank in its domain (uint16 or uint8)."""
+    low_bits: int
+    """16 while domain ids fit in a byte, else 8 (3 bytes per item up to 65,536 domains)."""
+    marks: np.ndarray
+    """The items at ranks k · 2**low_bits (k >= 1) of each domain, domain by domain."""
+    mark_offsets: np.ndarray
+    """int64 (K + 1,): where each domain's marks start in ``marks``."""
+
+
+class Pyramid(NamedTuple):
+    """The item factors and everything derived from them (all rewritten by the kernels)."""
+
+    factors: np.ndarray
+    """float32 (blocks, 2, width): static factor a (row 0) and dynamic factor b (row 1)."""
+    tree: np.ndarray
+    """float64: block sums (level 0) and the sum pyramid above them, level by level."""
+    level_offsets: np.ndarray
+    """int64: where each tree level starts."""
+    prefix: np.ndarray
+    """float64: running sums within each group of siblings, for the tree above level 0."""
+    level_marks: np.ndarray
+    """uint8, one per tree node above level 0: scratch space of :func:`write_items` (all 0)."""
+    positive_items: np.ndarray
+    """int64 (K,): positive items (a > 0 and b > 0) of each domain."""
+    node_stats: np.ndarray
+    """float64 (groups, 3): cached (Σ w², max w, min positive w) per group of ``width``
+    blocks."""
+    node_dirty: np.ndarray
+    """uint8 (groups,): the groups whose ``node_stats`` are out of date."""
+
+
+class Domains(NamedTuple):
+    """π and each domain's place in the pyramid, as :func:`draw_items` needs them."""
+
+    probs: np.ndarray
+    """float64 (K,): the domain probabilities π actually drawn from."""
+    cumulative: np.ndarray
+    """float64 (K,): Σ π up to each domain, exactly 1 from the last positive π on."""
+    guide: np.ndarray
+    """int64 (T + 1,), T a power of two: domains with ``cumulative <= i / T``."""
+    starts: np.ndarray
+    """float64 (K,): the pyramid's mass before each domain."""
+    masses: np.ndarray
+    """float64 (K,): each domain's mass (0 without a positive item)."""
+    exact: np.ndarray
+    """bool (K,): domains far lighter than the mass before them (drawn by an exact walk)."""
+
 
 _TILE = 256  # draws processed together, level by level (their working set stays in L1)
 _AHEAD = 8  # how many iterations ahead the loops prefetch
@@ -96,16 +180,12 @@ _prefetch = cast(Callable[[np.ndarray, int], None], intrinsic(_prefetch_intrinsi
 
 
 @njit(cache=True)
-def build_layout(
-    domains: np.ndarray,
-    position_offsets: np.ndarray,
-    low_bits: int,
-    perm: np.ndarray,
-    rank_low: np.ndarray,
-    marks: np.ndarray,
-    mark_offsets: np.ndarray,
-) -> None:
-    """Fills ``perm`` (pre-filled with -1), ``rank_low`` and ``marks`` in one pass over items."""
+def build_layout(domains: np.ndarray, layout: Fields) -> None:
+    """Fills the layout's ``perm`` (pre-filled with -1), ``rank_low`` and ``marks`` from the
+    per-item ``domains``, in one pass over items."""
+    layout = Layout(*layout)
+    position_offsets, perm, rank_low = layout.position_offsets, layout.perm, layout.rank_low
+    marks, mark_offsets, low_bits = layout.marks, layout.mark_offsets, layout.low_bits
     counters = np.zeros(position_offsets.size - 1, dtype=np.int64)
     mask = (1 << low_bits) - 1
     for i in range(domains.size):
@@ -119,14 +199,16 @@ def build_layout(
 
 
 @njit(cache=True)
-def init_factors(factors: np.ndarray, position_offsets: np.ndarray, counts: np.ndarray) -> None:
+def init_factors(factors: np.ndarray, layout: Fields) -> None:
     """Static factor 1 on every item slot, 0 on padding; dynamic factor 1 everywhere."""
+    layout = Layout(*layout)
     width = factors.shape[2]
+    position_offsets, item_offsets = layout.position_offsets, layout.item_offsets
     factors[:, 0, :] = 0.0
     factors[:, 1, :] = 1.0
-    for d in range(counts.size):
+    for d in range(position_offsets.size - 1):
         start = position_offsets[d]
-        for p in range(start, start + counts[d]):
+        for p in range(start, start + item_offsets[d + 1] - item_offsets[d]):
             factors[p // width, 0, p % width] = 1.0
 
 
@@ -143,49 +225,25 @@ def _upper_bound(sorted_values: np.ndarray, lo: int, hi: int, x: float) -> int:
 
 
 @njit(cache=True, inline="always")
-def _position_of(
-    item: int,
-    item_offsets: np.ndarray,
-    position_offsets: np.ndarray,
-    item_domain: np.ndarray,
-    rank_low: np.ndarray,
-    low_bits: int,
-    marks: np.ndarray,
-    mark_offsets: np.ndarray,
-) -> int:
-    if item_domain.size == 0:  # contiguous layout
+def _position_of(item: int, layout: Layout) -> int:
+    if layout.item_domain.size == 0:  # contiguous layout
+        item_offsets = layout.item_offsets
         d = _upper_bound(item_offsets, 0, item_offsets.size, item) - 1
-        return position_offsets[d] + item - item_offsets[d]
-    d = np.int64(item_domain[item])
+        return layout.position_offsets[d] + item - item_offsets[d]
+    d = np.int64(layout.item_domain[item])
+    mark_offsets = layout.mark_offsets
     m0 = mark_offsets[d]
-    high = _upper_bound(marks, m0, mark_offsets[d + 1], item) - m0
-    return position_offsets[d] + (high << low_bits) + np.int64(rank_low[item])
+    high = _upper_bound(layout.marks, m0, mark_offsets[d + 1], item) - m0
+    return layout.position_offsets[d] + (high << layout.low_bits) + np.int64(layout.rank_low[item])
 
 
 @njit(cache=True)
-def locate(
-    items: np.ndarray,
-    item_offsets: np.ndarray,
-    position_offsets: np.ndarray,
-    item_domain: np.ndarray,
-    rank_low: np.ndarray,
-    low_bits: int,
-    marks: np.ndarray,
-    mark_offsets: np.ndarray,
-) -> np.ndarray:
+def locate(items: np.ndarray, layout: Fields) -> np.ndarray:
     """Positions of (already validated) item ids."""
+    layout = Layout(*layout)
     out = np.empty(items.size, dtype=np.int64)
     for k in range(items.size):
-        out[k] = _position_of(
-            items[k],
-            item_offsets,
-            position_offsets,
-            item_domain,
-            rank_low,
-            low_bits,
-            marks,
-            mark_offsets,
-        )
+        out[k] = _position_of(items[k], layout)
     return out
 
 
@@ -193,23 +251,20 @@ def locate(
 def check_and_locate(
     items: np.ndarray,
     values: np.ndarray,
-    num_items: int,
-    item_offsets: np.ndarray,
-    position_offsets: np.ndarray,
-    item_domain: np.ndarray,
-    rank_low: np.ndarray,
-    low_bits: int,
-    marks: np.ndarray,
-    mark_offsets: np.ndarray,
+    layout: Fields,
     positions: np.ndarray,
     values32: np.ndarray,
 ) -> tuple[int, int]:
-    """Validates an update batch and maps it to positions, writing nothing else.
+    """Validates an update batch and maps it to ``positions``, writing nothing else (the
+    values, as float32, go to ``values32``).
 
-    Returns (status, zeros): status 0 when every item id lies in [0, num_items) and every value
-    is 0 or a finite float32-normal positive number; 1 for a bad item id; 2 for a bad value.
+    Returns (status, zeros): status 0 when every item id lies in [0, N) and every value is 0
+    or a finite float32-normal positive number; 1 for a bad item id; 2 for a bad value.
     ``zeros`` counts the zero values (only a zero can take mass away).
     """
+    layout = Layout(*layout)
+    num_items = layout.item_offsets[layout.item_offsets.size - 1]
+    item_domain, rank_low = layout.item_domain, layout.rank_low
     zeros = 0
     for k in range(items.size):
         item = items[k]
@@ -228,28 +283,16 @@ def check_and_locate(
         if item_domain.size and k + _AHEAD < n:
             _prefetch(item_domain, items[k + _AHEAD])
             _prefetch(rank_low, items[k + _AHEAD])
-        positions[k] = _position_of(
-            items[k],
-            item_offsets,
-            position_offsets,
-            item_domain,
-            rank_low,
-            low_bits,
-            marks,
-            mark_offsets,
-        )
+        positions[k] = _position_of(items[k], layout)
     return 0, zeros
 
 
 @njit(cache=True)
-def scatter_items(
-    values: np.ndarray,
-    item_domain: np.ndarray,
-    item_offsets: np.ndarray,
-    position_offsets: np.ndarray,
-    out: np.ndarray,
-) -> None:
+def scatter_items(values: np.ndarray, layout: Fields, out: np.ndarray) -> None:
     """Writes per-item ``values`` (item order) into ``out`` (position order, float32)."""
+    layout = Layout(*layout)
+    item_domain, item_offsets = layout.item_domain, layout.item_offsets
+    position_offsets = layout.position_offsets
     num_domains = position_offsets.size - 1
     if item_domain.size == 0:
         for d in range(num_domains):
@@ -267,10 +310,12 @@ def scatter_items(
 
 @njit(cache=True)
 def domains_with_mass(
-    row_values: np.ndarray, factors: np.ndarray, other_row: int, position_offsets: np.ndarray
+    row_values: np.ndarray, factors: np.ndarray, other_row: int, layout: Fields
 ) -> np.ndarray:
     """Whether each domain would keep a positive item if one factor row became ``row_values``
     (flat, position order)."""
+    layout = Layout(*layout)
+    position_offsets = layout.position_offsets
     width = factors.shape[2]
     num_domains = position_offsets.size - 1
     out = np.zeros(num_domains, dtype=np.bool_)
@@ -335,15 +380,17 @@ def _group_prefix(tree: np.ndarray, start: int, prefix: np.ndarray, at: int, wid
 
 
 @njit(cache=True)
-def rebuild(
-    factors: np.ndarray, tree: np.ndarray, level_offsets: np.ndarray, prefix: np.ndarray
-) -> None:
-    """Recomputes every block sum, every tree level and every level's group prefix sums: O(N).
+def rebuild(pyramid: Fields) -> None:
+    """Recomputes every block sum, every tree level and every level's group prefix sums from
+    the factors: O(N).
 
     ``prefix`` mirrors the tree above level 0 (``prefix[i - level_offsets[1]]`` belongs to
     ``tree[i]``): within each group of ``width`` siblings it holds their running sums, which is
     what a draw compares its target with (all at once instead of one add at a time).
     """
+    pyramid = Pyramid(*pyramid)
+    factors, tree, level_offsets = pyramid.factors, pyramid.tree, pyramid.level_offsets
+    prefix = pyramid.prefix
     width = factors.shape[2]
     tree[:] = 0.0
     for block in range(factors.shape[0]):
@@ -359,8 +406,10 @@ def rebuild(
 
 
 @njit(cache=True)
-def count_positive(factors: np.ndarray, block_offsets: np.ndarray) -> np.ndarray:
+def count_positive(factors: np.ndarray, layout: Fields) -> np.ndarray:
     """Number of positive items (a > 0 and b > 0) per domain."""
+    layout = Layout(*layout)
+    block_offsets = layout.block_offsets
     width = factors.shape[2]
     out = np.zeros(block_offsets.size - 1, dtype=np.int64)
     for d in range(out.size):
@@ -374,17 +423,7 @@ def count_positive(factors: np.ndarray, block_offsets: np.ndarray) -> np.ndarray
 
 @njit(cache=True)
 def write_items(
-    factors: np.ndarray,
-    row: int,
-    positions: np.ndarray,
-    values: np.ndarray,
-    tree: np.ndarray,
-    level_offsets: np.ndarray,
-    prefix: np.ndarray,
-    position_offsets: np.ndarray,
-    positive_items: np.ndarray,
-    node_dirty: np.ndarray,
-    level_marks: np.ndarray,
+    pyramid: Fields, layout: Fields, row: int, positions: np.ndarray, values: np.ndarray
 ) -> bool:
     """Sets factor ``row`` (0 static, 1 dynamic) of each position, in order (the last
     duplicate wins), and refreshes the tree above them and the prefix sums of the touched
@@ -392,9 +431,15 @@ def write_items(
 
     Keeps ``positive_items[d]`` (positive items of domain d) up to date, flags the touched
     statistics nodes in ``node_dirty`` and returns whether some domain gained its first or lost
-    its last positive item. ``level_marks`` (uint8, one per node above level 0, all 0) is
-    scratch space for removing duplicate nodes; it is left all 0.
+    its last positive item. ``level_marks`` (all 0) is scratch space for removing duplicate
+    nodes; it is left all 0.
     """
+    pyramid = Pyramid(*pyramid)
+    layout = Layout(*layout)
+    factors, tree, level_offsets = pyramid.factors, pyramid.tree, pyramid.level_offsets
+    prefix, level_marks = pyramid.prefix, pyramid.level_marks
+    positive_items, node_dirty = pyramid.positive_items, pyramid.node_dirty
+    position_offsets = layout.position_offsets
     width = factors.shape[2]
     n = positions.size
     nodes = np.empty(n, dtype=np.int64)
@@ -463,10 +508,26 @@ def write_items(
 
 
 @njit(cache=True)
-def prefix_sums(
-    tree: np.ndarray, level_offsets: np.ndarray, width: int, blocks: np.ndarray
-) -> np.ndarray:
+def domain_bounds(pyramid: Fields, layout: Fields) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, mass, exact) of every domain: the pyramid's mass before the domain, its own mass
+    (0 when it has no positive item) and whether it is far lighter than the mass before it
+    (``start · 2^-20 > mass``: ``start + u · mass`` would round, its draws take the exact
+    walk)."""
+    pyramid = Pyramid(*pyramid)
+    layout = Layout(*layout)
+    starts = _prefix_sums(pyramid, layout.block_offsets[:-1])
+    masses = _range_sums(pyramid, layout.block_offsets)
+    for d in range(masses.size):
+        if pyramid.positive_items[d] == 0:
+            masses[d] = 0.0
+    return starts, masses, starts * 2.0**-20 > masses
+
+
+@njit(cache=True)
+def _prefix_sums(pyramid: Pyramid, blocks: np.ndarray) -> np.ndarray:
     """Σ of the block sums before each given block (a walk up the tree)."""
+    tree, level_offsets = pyramid.tree, pyramid.level_offsets
+    width = pyramid.factors.shape[2]
     out = np.zeros(blocks.size)
     top = level_offsets[level_offsets.size - 1]
     for k in range(blocks.size):
@@ -486,11 +547,11 @@ def prefix_sums(
 
 
 @njit(cache=True)
-def range_sums(
-    tree: np.ndarray, level_offsets: np.ndarray, width: int, block_offsets: np.ndarray
-) -> np.ndarray:
+def _range_sums(pyramid: Pyramid, block_offsets: np.ndarray) -> np.ndarray:
     """Σ of the block sums of each domain [block_offsets[d], block_offsets[d + 1]), adding only
     tree nodes inside the range (no cancellation against other domains' mass)."""
+    tree, level_offsets = pyramid.tree, pyramid.level_offsets
+    width = pyramid.factors.shape[2]
     out = np.zeros(block_offsets.size - 1)
     for d in range(out.size):
         s, e = block_offsets[d], block_offsets[d + 1]
@@ -542,21 +603,15 @@ def _pick_child(values: np.ndarray, goal: float) -> tuple[int, float]:
 
 
 @njit(cache=True)
-def _draw_exact(
-    goal: float,
-    first_block: int,
-    last_block: int,
-    factors: np.ndarray,
-    tree: np.ndarray,
-    level_offsets: np.ndarray,
-) -> int:
+def _draw_exact(goal: float, first_block: int, last_block: int, pyramid: Pyramid) -> int:
     """The position at mass ``goal`` within blocks [first_block, last_block), without ever
     adding the mass outside that range (exact however light the range is next to the rest).
 
     The range is split into the tree nodes that lie inside it (at most 2·(width - 1) per level,
-    visited in the order :func:`range_sums` adds them); the goal picks one of them, and the walk
+    visited in the order :func:`_range_sums` adds them); the goal picks one of them, and the walk
     descends inside it: O(width · log N). -1 if the range has no positive item.
     """
+    factors, tree, level_offsets = pyramid.factors, pyramid.tree, pyramid.level_offsets
     width = factors.shape[2]
     top = level_offsets.size - 1
     s, e = first_block, last_block
@@ -609,38 +664,33 @@ def _draw_exact(
 
 
 @njit(cache=True)
-def draw_items(
+def _draw_items(
     u_domain: np.ndarray,
     u_item: np.ndarray,
-    cumulative_probs: np.ndarray,
-    guide: np.ndarray,
-    domain_starts: np.ndarray,
-    domain_masses: np.ndarray,
-    exact: np.ndarray,
-    block_offsets: np.ndarray,
-    position_offsets: np.ndarray,
-    item_offsets: np.ndarray,
-    perm: np.ndarray,
-    factors: np.ndarray,
-    tree: np.ndarray,
-    level_offsets: np.ndarray,
-    prefix: np.ndarray,
+    domains: Domains,
+    layout: Layout,
+    pyramid: Pyramid,
     out: np.ndarray,
-    domain_probs: np.ndarray,
     q_out: np.ndarray,
 ) -> int:
     """Inverse-CDF draws: a domain from π, then an item of that domain ∝ its weight.
 
-    The domain is the first d with ``cumulative_probs[d] > u`` (the last domain if none);
+    The domain is the first d with ``domains.cumulative[d] > u`` (the last domain if none);
     ``guide[i]`` (length T + 1, T a power of two) is the number of domains with
-    ``cumulative_probs <= i / T``, which brackets the answer for u in [i/T, (i+1)/T).
+    ``cumulative <= i / T``, which brackets the answer for u in [i/T, (i+1)/T).
     Writes item ids to ``out`` (through ``perm`` when it is not empty, else by the per-domain
     offset); returns how many draws needed the exact fallback because rounding pushed the tree
     walk outside the chosen domain. Domains flagged ``exact`` (far lighter than the mass before
     them, where ``start + u · mass`` loses precision) always take the exact walk. When
     ``q_out`` is not empty it receives each draw's probability q = π(d)·a·b / mass(d), computed
-    exactly as :meth:`ReweightSampler.probabilities` computes it (``domain_probs`` is π).
+    exactly as :meth:`ReweightSampler.probabilities` computes it.
     """
+    cumulative_probs, guide, domain_probs = domains.cumulative, domains.guide, domains.probs
+    domain_starts, domain_masses, exact = domains.starts, domains.masses, domains.exact
+    block_offsets, position_offsets = layout.block_offsets, layout.position_offsets
+    item_offsets, perm = layout.item_offsets, layout.perm
+    factors, tree, level_offsets = pyramid.factors, pyramid.tree, pyramid.level_offsets
+    prefix = pyramid.prefix
     n = u_domain.size
     want_q = q_out.size > 0
     width = factors.shape[2]
@@ -732,9 +782,7 @@ def draw_items(
                     u_item[first + j] * domain_masses[d],
                     block_offsets[d],
                     block_offsets[d + 1],
-                    factors,
-                    tree,
-                    level_offsets,
+                    pyramid,
                 )
             node[j] = position
             if want_q:
@@ -752,6 +800,23 @@ def draw_items(
                 d = domain[j]
                 out[first + j] = node[j] - position_offsets[d] + item_offsets[d]
     return fallbacks
+
+
+@njit(cache=True)
+def draw_items(
+    u_domain: np.ndarray,
+    u_item: np.ndarray,
+    domains: Fields,
+    layout: Fields,
+    pyramid: Fields,
+    out: np.ndarray,
+    q_out: np.ndarray,
+) -> int:
+    """Draws one item per pair of uniforms (``u_domain``, ``u_item``); see
+    :func:`_draw_items`."""
+    return _draw_items(
+        u_domain, u_item, Domains(*domains), Layout(*layout), Pyramid(*pyramid), out, q_out
+    )
 
 
 # ---------------------------------------------------------------------- the draw stream
@@ -788,6 +853,26 @@ def position_uniforms(key: np.uint64, first: int, u_domain: np.ndarray, u_item: 
         u_item[j] = np.float64(b >> np.uint64(11)) * 2.0**-53
 
 
+@njit(cache=True)
+def draw_positions(
+    key: np.uint64,
+    first: int,
+    domains: Fields,
+    layout: Fields,
+    pyramid: Fields,
+    out: np.ndarray,
+    q_out: np.ndarray,
+) -> int:
+    """:func:`draw_items` at the draw positions ``first .. first + out.size - 1`` of the stream
+    ``key`` (their uniforms from :func:`position_uniforms`), in one call."""
+    u_domain = np.empty(out.size)
+    u_item = np.empty(out.size)
+    position_uniforms(key, first, u_domain, u_item)
+    return _draw_items(
+        u_domain, u_item, Domains(*domains), Layout(*layout), Pyramid(*pyramid), out, q_out
+    )
+
+
 # ---------------------------------------------------------------------- statistics
 
 
@@ -810,9 +895,7 @@ def _range_stats(factors: np.ndarray, first_block: int, last_block: int) -> tupl
 
 
 @njit(cache=True)
-def domain_stats(
-    factors: np.ndarray, block_offsets: np.ndarray, node_stats: np.ndarray, node_dirty: np.ndarray
-) -> np.ndarray:
+def domain_stats(pyramid: Fields, layout: Fields) -> np.ndarray:
     """Per domain (Σ w², max w, min positive w); shape (K, 3).
 
     ``node_stats`` caches the same three figures per group of ``width`` blocks (a level-1 tree
@@ -820,6 +903,10 @@ def domain_stats(
     straddle a domain boundary are not used: a domain's partial groups at its ends are summed
     from the items directly. The result does not depend on which groups were cached.
     """
+    pyramid = Pyramid(*pyramid)
+    layout = Layout(*layout)
+    factors, node_stats, node_dirty = pyramid.factors, pyramid.node_stats, pyramid.node_dirty
+    block_offsets = layout.block_offsets
     width = factors.shape[2]
     num_blocks = factors.shape[0]
     for g in range(node_dirty.size):
