@@ -17,7 +17,7 @@ from reweight._checks import check_choice, check_int, state_step, state_step_of_
 from reweight.batch import check_index, gather_batch, warn_nonfinite, warn_unmatched
 from reweight.metrics import BatchRecord
 from reweight.sampler import ReweightSampler
-from reweight.sources import Layout, Source, make_source
+from reweight.sources import GlobalBatch, Layout, Source, make_source
 from reweight.sources.compose import Composition
 
 __all__ = ["Reweighter"]
@@ -58,10 +58,14 @@ def _domain_names(names: Sequence[str] | None, count: int | None) -> list[str]:
     return [str(x) for x in names]
 
 
-def _source_names(sources: Sequence[Source]) -> list[str]:
-    """Each source's name: its ``name``, else its kind (``kind_2``, ... for repeats)."""
+def _make_sources(sources: Any) -> tuple[list[Source], list[str]]:
+    """Sources from sources or specs, and their names: each one's ``name``, else its kind
+    (``kind_2``, ... for repeats)."""
+    if isinstance(sources, (Source, Mapping, str)) or not isinstance(sources, Sequence):
+        raise TypeError(f"sources must be a list of sources or specs, got {sources!r}.")
+    built = [make_source(source) for source in sources]
     names: list[str] = []
-    for source in sources:
+    for source in built:
         base = source.name or source.kind
         name, count = base, 1
         while name in names:
@@ -70,7 +74,35 @@ def _source_names(sources: Sequence[Source]) -> list[str]:
             count += 1
             name = f"{base}_{count}"
         names.append(name)
-    return names
+    return built, names
+
+
+def _combine_weights(
+    sources: Sequence[Source],
+    batch: GlobalBatch,
+    ratios: np.ndarray | None,
+    self_normalize: bool,
+) -> np.ndarray:
+    """The global batch's loss weights: every source's in-batch weights times p/q
+    (``ratios``; None when p = q), 0 for masked samples, mean 1 over the valid ones when
+    ``self_normalize``. Changes nothing."""
+    weights = batch.valid.astype(np.float64)
+    for source in sources:
+        extra = source.batch_weights(batch)
+        if extra is not None:
+            weights = weights * extra
+    if ratios is not None:
+        weights = weights * ratios
+    weights = np.where(batch.valid, weights, 0.0)
+    total = float(weights.sum())
+    if not total > 0 or not np.isfinite(total):
+        raise ValueError(
+            "the batch's loss weights sum to 0: its items have zero target probability; "
+            "draw batches from reweighter.sampler (nothing was updated)."
+        )
+    if self_normalize:
+        weights *= int(batch.valid.sum()) / total
+    return weights
 
 
 def _warn_length(message: str) -> None:
@@ -188,10 +220,7 @@ class Reweighter:
         check_choice("nonfinite", nonfinite, ("mask", "raise"))
         _domain_names(domain_names, None)
         total = None if total_steps is None else _check_total_steps(total_steps)
-        if isinstance(sources, (Source, Mapping, str)) or not isinstance(sources, Sequence):
-            raise TypeError(f"sources must be a list of sources or specs, got {sources!r}.")
-        built = [make_source(source) for source in sources]
-        names = _source_names(built)
+        built, names = _make_sources(sources)
         self.sampler = sampler = ReweightSampler(
             num_items,
             domains=domains,
@@ -206,12 +235,17 @@ class Reweighter:
         layout = Layout(
             sampler.num_items, sampler.domain_sizes, self.domain_names, sampler.item_domains
         )
+        try:  # a failed construction leaves the sources as they were, free to use again
+            for source in built:
+                source.bind(layout)
+            self._composition = Composition(built, layout, sampler)
+        except Exception:
+            for source in built:
+                source.unbind()
+            raise
         for source, name in zip(built, names, strict=True):
-            source.bind(layout)
             source.name = name
-        self.sources = built
-        self.source_names = names
-        self._composition = Composition(built, layout, sampler)
+        self.sources, self.source_names = built, names
         self.nonfinite = nonfinite
         self.self_normalize = bool(self_normalize)
         self.total_steps = total
@@ -306,28 +340,16 @@ class Reweighter:
             step=self.global_step,
             progress=self.progress,
         )
-        valid = gathered.valid
+        valid, num_valid = gathered.valid, int(gathered.valid.sum())
         draws = self.sampler.match_draws(gathered.index, ranks)
-        weights = valid.astype(np.float64)  # no state changes from here to the updates below
-        for source in self.sources:
-            extra = source.batch_weights(gathered)
-            if extra is not None:
-                weights = weights * extra
+        ratios = None  # no state changes from here to the updates below
         if self._composition.weighting:
             if draws is None and not self._warned_unmatched and self.sampler.draws_yielded:
                 self._warned_unmatched = True
                 warn_unmatched()
             q = draws.q if draws is not None else self.sampler.probabilities(gathered.index)
-            weights = weights * self._composition.ratios(gathered.index, q)
-        weights = np.where(valid, weights, 0.0)
-        total, num_valid = float(weights.sum()), int(valid.sum())
-        if not total > 0 or not np.isfinite(total):
-            raise ValueError(
-                "the batch's loss weights sum to 0: its items have zero target probability; "
-                "draw batches from reweighter.sampler (nothing was updated)."
-            )
-        if self.self_normalize:
-            weights *= num_valid / total
+            ratios = self._composition.ratios(gathered.index, q)
+        weights = _combine_weights(self.sources, gathered, ratios, self.self_normalize)
         if not valid.all() and not self._record.masked_total:
             warn_nonfinite(gathered)
         finite = gathered.finite()

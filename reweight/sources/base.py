@@ -176,6 +176,10 @@ class Source(abc.ABC):
             )
         self._layout = layout
 
+    def unbind(self) -> None:
+        """Frees the source again (the Reweighter it was bound to failed to build)."""
+        self._layout = None
+
     @property
     def layout(self) -> Layout:
         if self._layout is None:

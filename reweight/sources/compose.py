@@ -74,8 +74,8 @@ class Composition:
         live = [s for s in shaping if s.changes_items]
         if len(live) > 1:
             raise ValueError(
-                f"sources {[s.name for s in live]} both change item factors during training; "
-                "use one of them (the sampler holds one updatable item factor)."
+                f"sources {[s.name or s.kind for s in live]} both change item factors during "
+                "training; use one of them (the sampler holds one updatable item factor)."
             )
         self._layout = layout
         self._sampler = sampler
@@ -119,7 +119,7 @@ class Composition:
             return None
         k, where = self._layout.num_domains, f"at progress {progress:g}"
         probs = {
-            id(s): check_weights(f"{s.name} {where}", s.domain_probs(progress), k)
+            id(s): check_weights(f"{s.name or s.kind} {where}", s.domain_probs(progress), k)
             for s in self._domain_sources
         }
         target = mixture([probs[id(s)] for s in self._domain_sources if s.in_target], self._natural)
@@ -161,7 +161,7 @@ class Composition:
             if self.weighting and starved.any():
                 d = int(np.flatnonzero(starved)[0])
                 culprits = [
-                    f"{s.label}.rule (source {s.name!r})"
+                    f"{s.label}.rule (source {s.name or s.kind!r})"
                     for s in self._domain_sources
                     if s.in_target and not np.asarray(s.domain_probs(at))[d] > 0
                 ]
