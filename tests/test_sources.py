@@ -284,3 +284,13 @@ def test_global_batch_finite_drops_masked_samples() -> None:
         0.3,
     ]
     assert ItemUpdate(None, np.ones(2)).items is None
+
+
+def test_a_failed_construction_leaves_the_sources_free_to_use_again() -> None:
+    static = StaticImportance(LOGW)
+    starving = DomainMixing([1.0, 0.0, 1.0], mode="weight")
+    with pytest.raises(ValueError, match=r"DomainMixing.rule \(source 'mixing'\)"):
+        Reweighter(domains=DOMAINS, sources=[static, starving])
+    assert static.name is None
+    rw = Reweighter(domains=DOMAINS, sources=[static, DomainMixing([1.0, 1.0, 1.0])])
+    assert rw.source_names == ["static", "mixing"]
