@@ -185,6 +185,11 @@ class Reweighter:
         seed, num_samples, infinite, block_size: passed to :class:`ReweightSampler`.
         realised_decay: decay of the moving averages of realised domain shares and losses.
 
+    Attributes:
+        sources, source_names: the sources, bound to this Reweighter, and their names (the
+            prefixes of their metrics and the keys of their states).
+        sampler: the :class:`ReweightSampler` to pass to the DataLoader.
+
     Raises:
         ValueError: any invalid field of any source (TypeError for a wrong type), at
             construction; domain probabilities are checked on a grid of training progress, so
