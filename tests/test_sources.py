@@ -294,3 +294,15 @@ def test_a_failed_construction_leaves_the_sources_free_to_use_again() -> None:
     assert static.name is None
     rw = Reweighter(domains=DOMAINS, sources=[static, DomainMixing([1.0, 1.0, 1.0])])
     assert rw.source_names == ["static", "mixing"]
+
+
+def test_reference_losses_are_refused_by_a_rule_that_would_ignore_them() -> None:
+    with pytest.raises(ValueError, match=r"DomainMixing.reference is only read by .*DoReMi"):
+        Reweighter(domains=DOMAINS, sources=[DomainMixing("uniform", reference=np.ones(N))])
+    rw = Reweighter(
+        domains=DOMAINS,
+        sources=[DomainMixing({"kind": "doremi"}, reference=np.ones(N))],
+        total_steps=10,
+    )
+    assert rw.sources[0].batch_keys == ("reference_loss",)
+    assert Reweighter(domains=DOMAINS, sources=[DomainMixing(2.0)]).sources[0].batch_keys == ()

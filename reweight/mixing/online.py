@@ -125,6 +125,7 @@ class DoReMi(DomainRule):
 
     kind = "doremi"
     online = True
+    uses_reference = True
 
     def __init__(
         self,

@@ -48,6 +48,7 @@ class DomainRule(abc.ABC):
     Attributes:
         num_domains: number of domains K.
         online: whether :meth:`observe` changes π (online rules learn from losses).
+        uses_reference: whether :meth:`observe` reads per-sample reference losses.
         kind: the rule's registry name, recorded in its state.
 
     Subclasses implement :meth:`probs` and, if they hold state, ``_state``/``_parse_state``/
@@ -67,6 +68,7 @@ class DomainRule(abc.ABC):
 
     kind: ClassVar[str] = "rule"
     online: bool = False
+    uses_reference: bool = False
 
     def __init__(self, num_domains: int) -> None:
         self.num_domains = check_int("num_domains", num_domains, minimum=1)
@@ -324,6 +326,7 @@ class EndUpsample(DomainRule):
         super().__init__(base.num_domains)
         self.base = base
         self.online = base.online
+        self.uses_reference = base.uses_reference
         self.fraction = check_real("fraction", fraction)
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(

@@ -67,7 +67,6 @@ class DomainMixing(Source):
 
     kind = "mixing"
     sets_domains = True
-    batch_keys = (_REFERENCE_KEY,)
 
     rule: Any
     mode: str = "sample"
@@ -122,6 +121,11 @@ class DomainMixing(Source):
         reference = None
         if self.reference is not None:
             reference = load_per_item(f"{self.label}.reference", self.reference, layout.num_items)
+        if reference is not None and not rule.uses_reference:
+            raise ValueError(
+                f"{self.label}.reference is only read by rules that use reference losses "
+                f"(DoReMi), not by {type(rule).__name__}; drop it or use a DoReMi rule."
+            )
         self._grid = check_rule(where, rule, layout.num_domains)
         super().bind(layout)
         self._rule = rule
@@ -141,6 +145,12 @@ class DomainMixing(Source):
 
     def breakpoints(self) -> tuple[float, ...]:
         return self._rule.breakpoints()
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``"reference_loss"`` for a rule that reads reference losses (DoReMi)."""
+        rule = getattr(self, "_rule", None)
+        return (_REFERENCE_KEY,) if rule is not None and rule.uses_reference else ()
 
     def _reference_losses(self, batch: GlobalBatch) -> np.ndarray | None:
         reference = batch.columns.get(_REFERENCE_KEY)
