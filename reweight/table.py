@@ -32,273 +32,36 @@ seen (−1: never): 8 bytes per item, no history, no growth — 10⁸ items take
   priority). Rank priorities never go below ``1 / pressure`` anyway.
 
 Reads never mutate; :meth:`LossTable.update`, :meth:`LossTable.refresh` and
-:meth:`LossTable.load_state_dict` do, after validating everything.
+:meth:`LossTable.load_state_dict` do, after validating everything. The parameter checks, the
+state format and the exact counts live in :mod:`reweight.table_state` (the checks are
+re-exported here).
 """
 
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from reweight._checks import from_tensor, is_int, is_real
+from reweight._checks import FLOAT32_MAX, from_tensor
+from reweight.table_state import (
+    PRIORITY_METHODS,
+    STATE_VERSION,
+    check_priority_params,
+    check_step,
+    check_table_params,
+    chunks,
+    exact_sum,
+    parse_state,
+    recount,
+)
 
 __all__ = ["PRIORITY_METHODS", "LossTable", "check_priority_params", "check_table_params"]
 
-_STATE_VERSION = 2  # 2 added "min_last_seen"; version 1 states load with it recounted
-_CHUNK = 1 << 22
-_INT32_MAX = int(np.iinfo(np.int32).max)
-_F32_MAX = float(np.finfo(np.float32).max)
-_EXP_MIN = -148  # smallest np.frexp exponent of a nonzero float32 (2^-149 = 0.5 · 2^-148)
 DEFAULT_SNAPSHOT_SIZE = 1 << 16
-PRIORITY_METHODS = ("rank", "softmax")
-"""Names accepted by :meth:`LossTable.priorities` ``method``."""
-
-
-# ---------------------------------------------------------------- input checks
-
-
-def _number(name: str, value: Any) -> float:
-    """``value`` as a float (NaN and infinities pass: the caller's range check explains the
-    range); TypeError for a bool or a non-number."""
-    if not is_real(value):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
-    return float(value)
-
-
-def check_table_params(
-    decay: Any, prior: Any, relax_steps: Any, *, prefix: str = ""
-) -> tuple[float, str | float, float | None]:
-    """Validates :class:`LossTable`'s ``decay``, ``prior`` and ``relax_steps``.
-
-    Returns them as ``(float, "mean" or float, float or None)``. ``prefix`` goes in front of
-    each name in errors (e.g. ``"LossPriority."``).
-
-    Example:
-        >>> check_table_params(0.9, "mean", None)
-        (0.9, 'mean', None)
-    """
-    value = _number(f"{prefix}decay", decay)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"{prefix}decay must lie in [0, 1) (the EMA decay; 0 keeps the latest loss), "
-            f"got {decay!r}."
-        )
-    if isinstance(prior, str):
-        if prior != "mean":
-            raise ValueError(f"{prefix}prior must be 'mean' or a finite number, got {prior!r}.")
-        estimate: str | float = prior
-    else:
-        if not is_real(prior):
-            raise TypeError(
-                f"{prefix}prior must be 'mean' or a finite number, got {prior!r} "
-                f"({type(prior).__name__})."
-            )
-        if not math.isfinite(float(prior)):
-            raise ValueError(f"{prefix}prior must be 'mean' or a finite number, got {prior!r}.")
-        estimate = float(prior)
-    relax: float | None = None
-    if relax_steps is not None:
-        relax = _number(f"{prefix}relax_steps", relax_steps)
-        if not (math.isfinite(relax) and relax > 0):
-            raise ValueError(
-                f"{prefix}relax_steps must be None (no relaxation) or a finite number > 0, "
-                f"got {relax_steps!r}."
-            )
-    return value, estimate, relax
-
-
-def check_priority_params(
-    method: Any, pressure: Any, temperature: Any, floor: Any, *, prefix: str = ""
-) -> tuple[str, float, float, float]:
-    """Validates the priority parameters of :meth:`LossTable.priorities`.
-
-    ``method`` one of :data:`PRIORITY_METHODS`, ``pressure`` finite >= 1, ``temperature`` > 0
-    (``math.inf`` allowed), ``floor`` in [0, 1]. ``prefix`` goes in front of each name in
-    errors (e.g. ``"LossPriority."``).
-
-    Example:
-        >>> check_priority_params("rank", 100, 1.0, 1e-3)
-        ('rank', 100.0, 1.0, 0.001)
-    """
-    if not isinstance(method, str) or method not in PRIORITY_METHODS:
-        raise ValueError(
-            f"unknown {prefix}priority method {method!r}; valid names: "
-            f"{', '.join(PRIORITY_METHODS)}."
-        )
-    pressure = _number(f"{prefix}pressure", pressure)
-    temperature = _number(f"{prefix}temperature", temperature)
-    floor = _number(f"{prefix}floor", floor)
-    if not (math.isfinite(pressure) and pressure >= 1.0):
-        raise ValueError(
-            f"{prefix}pressure must be a finite number >= 1 (the ratio between the most and the "
-            f"least likely item; 1: uniform), got {pressure!r}."
-        )
-    if math.isnan(temperature) or temperature <= 0:
-        raise ValueError(
-            f"{prefix}temperature must be > 0 (math.inf: uniform), got {temperature!r}."
-        )
-    if not 0.0 <= floor <= 1.0:
-        raise ValueError(
-            f"{prefix}floor must lie in [0, 1] (relative to the largest priority, 1), "
-            f"got {floor!r}."
-        )
-    return method, pressure, temperature, floor
-
-
-def _check_step(step: Any, name: str = "step") -> int:
-    if isinstance(step, bool):
-        raise TypeError(f"{name} must be an integer (a training step), got {step!r}.")
-    try:
-        value = operator.index(step)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer (a training step), got {step!r}.") from None
-    if not 0 <= value <= _INT32_MAX:
-        raise ValueError(f"{name} must lie in [0, {_INT32_MAX}] (stored as int32), got {value}.")
-    return value
-
-
-# ---------------------------------------------------------------- state checks
-#
-# Each raises TypeError for a field of the wrong kind and ValueError for a wrong value, naming
-# the field ("loss table state: 'ema' ..."), and never mutates anything.
-
-_STATE_WHAT = "loss table state"
-_STATE_KEYS = (
-    "num_items",
-    "decay",
-    "prior",
-    "relax_steps",
-    "step",
-    "snapshot_step",
-    "num_nonfinite",
-    "ema",
-    "last_seen",
-    "snapshot",
-    "min_last_seen",  # version 2
-)
-
-
-def _state_int(
-    state: Mapping[str, Any], key: str, low: int, high: int | None, hint: str = ""
-) -> int:
-    value = state[key]
-    if not is_int(value):
-        raise TypeError(
-            f"{_STATE_WHAT}: {key!r} must be an integer, got {value!r} ({type(value).__name__})."
-        )
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{_STATE_WHAT}: {key!r} = {value}, but {key} must lie in {bounds}{hint}.")
-    return value
-
-
-def _state_hyperparameters(state: Mapping[str, Any]) -> None:
-    """Checks the saved ``decay``, ``prior`` and ``relax_steps`` (kept for reference only)."""
-    decay = state["decay"]
-    if not is_real(decay):
-        raise TypeError(f"{_STATE_WHAT}: 'decay' must be a real number, got {decay!r}.")
-    if not 0.0 <= float(decay) < 1.0:
-        raise ValueError(f"{_STATE_WHAT}: 'decay' must lie in [0, 1), got {decay!r}.")
-    prior = state["prior"]
-    if isinstance(prior, str):
-        if prior != "mean":
-            raise ValueError(f"{_STATE_WHAT}: 'prior' must be 'mean' or a number, got {prior!r}.")
-    elif not is_real(prior):
-        raise TypeError(f"{_STATE_WHAT}: 'prior' must be 'mean' or a number, got {prior!r}.")
-    elif not math.isfinite(float(prior)):
-        raise ValueError(f"{_STATE_WHAT}: 'prior' must be finite, got {prior!r}.")
-    relax = state["relax_steps"]
-    if relax is None:
-        return
-    if not is_real(relax):
-        raise TypeError(
-            f"{_STATE_WHAT}: 'relax_steps' must be None or a number > 0, got {relax!r}."
-        )
-    if not (math.isfinite(float(relax)) and float(relax) > 0):
-        raise ValueError(
-            f"{_STATE_WHAT}: 'relax_steps' must be None or a finite number > 0, got {relax!r}."
-        )
-
-
-def _state_array(
-    state: Mapping[str, Any], key: str, dtype: Any, size: int, meaning: str
-) -> np.ndarray:
-    """A numpy copy of a 1-D tensor or array field of exactly ``dtype`` and ``size`` entries."""
-    value = state[key]
-    want = np.dtype(dtype)
-    expected = f"{want.name} of shape ({size},)"
-    if isinstance(value, torch.Tensor):
-        got_dtype, shape = str(value.dtype).removeprefix("torch."), tuple(value.shape)
-        ok_dtype = value.dtype == torch.from_numpy(np.zeros(0, dtype=want)).dtype
-    elif isinstance(value, np.ndarray):
-        got_dtype, shape = value.dtype.name, value.shape
-        ok_dtype = value.dtype == want
-    else:
-        raise TypeError(
-            f"{_STATE_WHAT}: {key!r} must be a tensor or numpy array, {expected} {meaning}; got "
-            f"{type(value).__name__}."
-        )
-    if not ok_dtype or shape != (size,):
-        entries = f" ({math.prod(shape)} entries, expected {size})" if shape != (size,) else ""
-        raise ValueError(
-            f"{_STATE_WHAT}: {key!r} must be {expected}, got {got_dtype} of shape {shape}{entries}."
-        )
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy().copy()
-    return value.copy()
-
-
-def _chunks(n: int) -> Iterator[slice]:
-    for start in range(0, n, _CHUNK):
-        yield slice(start, min(start + _CHUNK, n))
-
-
-def _exact_sum(values: np.ndarray) -> int:
-    """Σ of float32 ``values``, exactly, in units of 2^−149 (the float32 quantum): a Python int.
-
-    A running float64 sum of float32 EMAs drifts once they span more than 2^29 in magnitude
-    (e.g. 1e-9 and 10), so it would depend on the order of updates and a restored table (which
-    recounts) would differ from the uninterrupted one. Exact integers make the sum a function of
-    the EMAs alone. Each float32 is m · 2^(e − 24) with an integer |m| < 2^24; the m are summed
-    per exponent e (below 2^53 per chunk, so exact in float64), then shifted into place.
-    """
-    total = 0
-    for part in _chunks(values.size):
-        mant, exp = np.frexp(values[part].astype(np.float64))
-        m = np.ldexp(mant, 24)  # integers, |m| < 2^24
-        bucket = exp - _EXP_MIN
-        sums = np.bincount(bucket, weights=m, minlength=0)
-        for offset in np.flatnonzero(sums).tolist():
-            shift = offset + _EXP_MIN - 24 + 149
-            s_int = int(sums[offset])
-            # exact: every float32 is a multiple of 2^-149, so is each bucket's sum
-            total += s_int << shift if shift >= 0 else s_int >> -shift
-    return total
-
-
-def _recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, int, int, int]:
-    """(number seen, Σ EMA over seen in units of 2^−149, Σ last_seen over seen, min last_seen
-    or −1), exactly."""
-    num_seen, sum_ema, sum_last, min_last = 0, 0, 0, -1
-    for part in _chunks(last.size):
-        seen_last = last[part]
-        seen = seen_last >= 0
-        count = int(np.count_nonzero(seen))
-        if count == 0:
-            continue
-        seen_last = seen_last[seen]
-        num_seen += count
-        sum_ema += _exact_sum(ema[part][seen])
-        sum_last += int(np.sum(seen_last, dtype=np.int64))
-        low = int(seen_last.min())
-        min_last = low if min_last < 0 else min(min_last, low)
-    return num_seen, sum_ema, sum_last, min_last
 
 
 class LossTable:
@@ -455,7 +218,7 @@ class LossTable:
             >>> table.staleness(10)
             {'mean': 6.0, 'max': 8.0}
         """
-        step = _check_step(step)
+        step = check_step(step)
         if self._num_seen == 0:
             return {"mean": 0.0, "max": 0.0}
         mean = step - self._sum_last / self._num_seen
@@ -500,7 +263,7 @@ class LossTable:
     ) -> tuple[np.ndarray, np.ndarray, int]:
         idx = self._index(index)
         values = self._losses(losses, idx.size)
-        step = _check_step(step)
+        step = check_step(step)
         if step < self._step:
             raise ValueError(
                 f"step {step} is earlier than the latest update's step {self._step}; steps must "
@@ -556,16 +319,16 @@ class LossTable:
             idx, values = idx[finite], values[finite]
         if idx.size:
             items, inverse = np.unique(idx, return_inverse=True)
-            values = np.clip(values, -_F32_MAX, _F32_MAX)  # sums of these cannot overflow
+            values = np.clip(values, -FLOAT32_MAX, FLOAT32_MAX)  # sums of these cannot overflow
             counts = np.bincount(inverse, minlength=items.size)
             mean = np.bincount(inverse, weights=values, minlength=items.size) / counts
             old_last = self._last[items]
             seen = old_last >= 0
             old = self._ema[items].astype(np.float64)
             new = np.where(seen, self._decay * old + (1.0 - self._decay) * mean, mean)
-            new32 = np.clip(new, -_F32_MAX, _F32_MAX).astype(np.float32)
+            new32 = np.clip(new, -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
             num_new = int(items.size - np.count_nonzero(seen))
-            self._sum_ema += _exact_sum(new32) - _exact_sum(self._ema[items][seen])
+            self._sum_ema += exact_sum(new32) - exact_sum(self._ema[items][seen])
             self._sum_last += step * int(items.size) - int(np.sum(old_last[seen], dtype=np.int64))
             if self._num_seen == 0:
                 self._min_last = step
@@ -599,7 +362,7 @@ class LossTable:
             [0.3679, 0.0]
         """
         idx = self._index(index)
-        step = _check_step(step)
+        step = check_step(step)
         return self._estimate(self._ema[idx], self._last[idx], step)
 
     def refresh(self, step: int) -> None:
@@ -616,8 +379,8 @@ class LossTable:
             >>> table.snapshot_step
             0
         """
-        step = _check_step(step)
-        num_seen, sum_ema, sum_last, min_last = _recount(self._ema, self._last)
+        step = check_step(step)
+        num_seen, sum_ema, sum_last, min_last = recount(self._ema, self._last)
         self._num_seen, self._sum_ema, self._sum_last, self._min_last = (
             num_seen,
             sum_ema,
@@ -625,7 +388,7 @@ class LossTable:
             min_last,
         )
         values = np.empty(self._n, dtype=np.float32)
-        for part in _chunks(self._n):
+        for part in chunks(self._n):
             values[part] = self._estimate(self._ema[part], self._last[part], step)
         values.sort()
         size = min(self._n, self._snapshot_size)
@@ -731,12 +494,12 @@ class LossTable:
         method, pressure, temperature, floor = self._check_priority_args(
             method, pressure, temperature, floor
         )
-        step = _check_step(step)
+        step = check_step(step)
         out_dtype = np.dtype(dtype)
         if out_dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
             raise ValueError(f"dtype must be float64 or float32, got {out_dtype}.")
         out = np.empty(self._n, dtype=out_dtype)
-        for part in _chunks(self._n):
+        for part in chunks(self._n):
             est = self._estimate(self._ema[part], self._last[part], step)
             out[part] = self._priority(est, method, pressure, temperature, floor)
         return out
@@ -757,7 +520,7 @@ class LossTable:
             (2, 3, torch.float32)
         """
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "num_items": self._n,
             "decay": self._decay,
             "prior": self._prior,
@@ -801,89 +564,12 @@ class LossTable:
             ...
             ValueError: loss table state: 'ema' must be float32 of shape (3,), got float32 of shape (2,) (2 entries, expected 3).
         """  # noqa: E501
-        if not isinstance(state, Mapping):
-            raise TypeError(
-                f"not a LossTable state: expected a mapping from state_dict(), got "
-                f"{type(state).__name__}."
-            )
-        if "version" not in state:
-            raise ValueError("not a LossTable state (expected a mapping with a 'version' key).")
-        version = state["version"]
-        if not is_int(version) or version not in (1, _STATE_VERSION):
-            raise ValueError(
-                f"LossTable state version {version!r} is not supported ({_STATE_WHAT}: "
-                f"'version' must be 1 or {_STATE_VERSION}); re-create the state with a matching "
-                "reweight version."
-            )
-        keys = _STATE_KEYS if version == _STATE_VERSION else _STATE_KEYS[:-1]
-        missing = [key for key in keys if key not in state]
-        if missing:
-            raise ValueError(f"LossTable state lacks key(s): {', '.join(missing)}.")
-        num_items = state["num_items"]
-        if not is_int(num_items) or num_items != self._n:
-            raise ValueError(
-                f"this checkpoint's loss table has num_items={num_items!r} but this table has "
-                f"{self._n}; resume with the same data set, or start a fresh table."
-            )
-        _state_hyperparameters(state)
-        step = _state_int(state, "step", -1, _INT32_MAX, " (-1: before the first update)")
-        snapshot_step = _state_int(
-            state, "snapshot_step", -1, _INT32_MAX, " (-1: before the first refresh)"
-        )
-        nonfinite = _state_int(state, "num_nonfinite", 0, None, " (a count)")
-        size = min(self._n, self._snapshot_size)
-        ema = _state_array(state, "ema", np.float32, self._n, "(num_items)")
-        last = _state_array(state, "last_seen", np.int32, self._n, "(num_items)")
-        snapshot = _state_array(
-            state, "snapshot", np.float32, size, "(min(num_items, snapshot_size))"
-        )
-        for part in _chunks(self._n):
-            bad = ~np.isfinite(ema[part])
-            if bad.any():
-                first = part.start + int(np.flatnonzero(bad)[0])
-                raise ValueError(
-                    f"{_STATE_WHAT}: 'ema' holds non-finite values: entry {first} is "
-                    f"{float(ema[first])!r}; every EMA must be finite."
-                )
-            chunk = last[part]
-            low, high = int(chunk.min()), int(chunk.max())
-            if low < -1 or high > step:
-                raise ValueError(
-                    f"{_STATE_WHAT}: 'last_seen' must lie in [-1, step={step}] (-1: never seen; "
-                    f"no item is seen after the latest update), got values in [{low}, {high}]."
-                )
-        if not np.isfinite(snapshot).all():
-            raise ValueError(f"{_STATE_WHAT}: 'snapshot' must be finite and sorted ascending.")
-        if bool(np.any(snapshot[1:] < snapshot[:-1])):
-            first = int(np.flatnonzero(snapshot[1:] < snapshot[:-1])[0])
-            raise ValueError(
-                f"{_STATE_WHAT}: 'snapshot' must be finite and sorted ascending; entry "
-                f"{first + 1} ({float(snapshot[first + 1])!r}) is below entry {first} "
-                f"({float(snapshot[first])!r})."
-            )
-        num_seen, sum_ema, sum_last, min_last = _recount(ema, last)
-        if version == _STATE_VERSION:
-            low, high = (-1, -1) if num_seen == 0 else (0, min_last)
-            saved = _state_int(
-                state,
-                "min_last_seen",
-                low,
-                high,
-                " (-1 while no item is seen, else at most the oldest 'last_seen')",
-            )
-            min_last = saved
-        self._ema = ema
-        self._last = last
-        self._snapshot = snapshot
-        self._step = step
-        self._snapshot_step = snapshot_step
-        self._nonfinite = nonfinite
-        self._num_seen, self._sum_ema, self._sum_last, self._min_last = (
-            num_seen,
-            sum_ema,
-            sum_last,
-            min_last,
-        )
+        parsed = parse_state(state, self._n, self._snapshot_size)
+        self._ema, self._last, self._snapshot = parsed.ema, parsed.last, parsed.snapshot
+        self._step, self._snapshot_step = parsed.step, parsed.snapshot_step
+        self._nonfinite, self._num_seen = parsed.nonfinite, parsed.num_seen
+        self._sum_ema, self._sum_last = parsed.sum_ema, parsed.sum_last
+        self._min_last = parsed.min_last
 
     def __repr__(self) -> str:
         return (

@@ -36,7 +36,8 @@ from reweight.mixing import (
     TemperatureRule,
     cooldown,
 )
-from reweight.table import LossTable, _exact_sum
+from reweight.table import LossTable
+from reweight.table_state import exact_sum
 
 # --------------------------------------------------------------------------- helpers
 
@@ -640,8 +641,8 @@ def test_exact_sum_of_float32_values() -> None:
     assert np.isfinite(values).all()
     expected = sum(Fraction(float(v)) for v in values) * 2**149
     assert expected.denominator == 1
-    assert _exact_sum(values) == expected.numerator
-    assert _exact_sum(np.zeros(0, dtype=np.float32)) == 0
+    assert exact_sum(values) == expected.numerator
+    assert exact_sum(np.zeros(0, dtype=np.float32)) == 0
 
 
 def test_table_snapshot_length_follows_the_configuration() -> None:
