@@ -12,9 +12,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from reweight import distributed
-from reweight._checks import check_choice, check_int, state_step, state_step_of_draws
+from reweight import distributed, engine_state
+from reweight._checks import check_choice, check_int
 from reweight.batch import check_index, gather_batch, warn_nonfinite, warn_unmatched
+from reweight.engine_state import MAX_STEP
 from reweight.metrics import BatchRecord
 from reweight.sampler import ReweightSampler
 from reweight.sources import GlobalBatch, Layout, Source, make_source
@@ -22,18 +23,7 @@ from reweight.sources.compose import Composition
 
 __all__ = ["Reweighter"]
 
-_STATE_VERSION = 4  # 4: one state per source, the target's own masses
-_STATE_KEYS = (
-    "fingerprint",
-    "global_step",
-    "total_steps",
-    "record",
-    "target",
-    "sources",
-    "sampler",
-)
 _SAMPLER_METRICS = ("ess_fraction", "entropy", "entropy_fraction", "max_min_ratio", "max_prob")
-_MAX_STEP = 2**31 - 1  # the loss table stores steps as int32
 
 
 def _check_total_steps(value: Any) -> int:
@@ -107,58 +97,6 @@ def _combine_weights(
 
 def _warn_length(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _differences(saved: Any, current: Mapping[str, Any], path: str = "") -> list[str]:
-    """The keys (``sources.mixing.mode``, ...) where a saved fingerprint differs."""
-    if not isinstance(saved, Mapping):
-        return [path or "the whole fingerprint"]
-    out: list[str] = []
-    for key in sorted(set(saved) | set(current), key=str):
-        here = f"{path}.{key}" if path else str(key)
-        if isinstance(current.get(key), Mapping) and isinstance(saved.get(key), Mapping):
-            out += _differences(saved[key], current[key], here)
-        elif saved.get(key) != current.get(key):
-            out.append(here)
-    return out
-
-
-def _parse_header(
-    state: Any, fingerprint: Mapping[str, Any], names: list[str]
-) -> tuple[int, int | None]:
-    """Checks a state's version, keys, fingerprint, steps and sources; returns (step, total)."""
-    if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
-        version = state.get("version") if isinstance(state, Mapping) else None
-        raise ValueError(
-            f"not a Reweighter state of version {_STATE_VERSION} (got version {version!r})."
-        )
-    missing = [key for key in _STATE_KEYS if key not in state]
-    if missing:
-        raise ValueError(
-            f"Reweighter state: missing field(s) {missing}; the checkpoint is truncated or "
-            "was written by another version."
-        )
-    saved = state["fingerprint"]
-    if saved != fingerprint:
-        diff = _differences(saved, fingerprint)
-        raise ValueError(
-            f"this checkpoint's reweighting state comes from another configuration (differs "
-            f"in: {', '.join(diff)}); resume with the same data and reweighting settings, "
-            "or start without restoring the reweighter."
-        )
-    step = state_step(state, "global_step", _MAX_STEP)
-    total = state["total_steps"]
-    if total is not None:
-        total = state_step(state, "total_steps", None, minimum=1)
-    clock = state_step_of_draws(state["sampler"])
-    if clock is not None and clock > step:
-        raise ValueError(
-            f"Reweighter state: draws in flight were made at step {clock}, after "
-            f"'global_step' {step}; the state is corrupt."
-        )
-    if not isinstance(state["sources"], Mapping) or set(state["sources"]) != set(names):
-        raise ValueError(f"Reweighter state: 'sources' must hold the states of {names}.")
-    return step, total
 
 
 class Reweighter:
@@ -381,8 +319,8 @@ class Reweighter:
                 "(ReweightCallback reads it from the Trainer)."
             )
         step = self.global_step + 1
-        if step > _MAX_STEP:
-            raise ValueError(f"step {step} is beyond {_MAX_STEP} (steps are stored as int32).")
+        if step > MAX_STEP:
+            raise ValueError(f"step {step} is beyond {MAX_STEP} (steps are stored as int32).")
         progress = self._progress_at(step, self.total_steps)
         probs = self._composition.domain_probs(progress)  # checks first: a failure changes nothing
         for source in self.sources:
@@ -425,16 +363,7 @@ class Reweighter:
         p's own masses and the sampler (its draws in flight are handed out again after a
         restore, so a resumed run continues as an uninterrupted one). Any rank's state is the
         whole state: every rank holds identical weights and every rank's position."""
-        return {
-            "version": _STATE_VERSION,
-            "fingerprint": self._fingerprint,
-            "global_step": self.global_step,
-            "total_steps": self.total_steps,
-            "record": self._record.state_dict(),
-            "target": self._composition.state_dict(),
-            "sources": {s.name: s.state_dict() for s in self.sources},
-            "sampler": self.sampler.state_dict(),
-        }
+        return engine_state.state_of(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict`; a state from another configuration, or a corrupt or
@@ -442,41 +371,4 @@ class Reweighter:
         the DataLoader draws: the draws in flight at the checkpoint are handed out first. A
         saved run length is adopted when none is set; a different one set already is kept,
         with a warning."""
-        own = self._parse_state(state)
-        snapshot = self.state_dict()  # the parts validate themselves: roll back if one fails
-        try:
-            self._apply_state(state, own)
-        except Exception:
-            self._apply_state(snapshot, self._parse_state(snapshot))
-            raise
-        saved, kept = own["total_steps"], self.total_steps
-        if saved is not None and kept not in (None, saved):
-            _warn_length(
-                f"the checkpoint's run length is {saved} optimizer steps but this Reweighter "
-                f"was built with total_steps={kept}; keeping {kept} (schedules read progress as "
-                f"step / {kept})."
-            )
-
-    def _parse_state(self, state: Any) -> dict[str, Any]:
-        """The engine's own fields, validated (sources and the sampler validate theirs)."""
-        step, total = _parse_header(state, self._fingerprint, self.source_names)
-        for source in self.sources:
-            source.check_state(state["sources"][source.name], step)
-        return {
-            "global_step": step,
-            "total_steps": total,
-            "record": self._record.parse_state(state["record"]),
-            "target": self._composition.parse_state(state["target"]),
-        }
-
-    def _apply_state(self, state: Mapping[str, Any], own: Mapping[str, Any]) -> None:
-        self.sampler.load_state_dict(state["sampler"])
-        for source in self.sources:
-            source.load_state_dict(state["sources"][source.name])
-        self.global_step = own["global_step"]
-        self.sampler.clock = self.global_step
-        if self.total_steps is None:
-            self.total_steps = own["total_steps"]
-        self._record.apply_state(own["record"])
-        self._composition.apply_state(own["target"])
-        self._composition.apply(self._composition.domain_probs(self.progress), force=True)
+        engine_state.restore(self, state)
