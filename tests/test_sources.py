@@ -257,7 +257,6 @@ class _EvenItems(Source):
     """A toy source: even items twice as likely (a fixed item factor)."""
 
     kind = "even_items"
-    fixed_items = True
     mode: str = "sample"
     name: str | None = None
 
@@ -306,3 +305,26 @@ def test_reference_losses_are_refused_by_a_rule_that_would_ignore_them() -> None
     )
     assert rw.sources[0].batch_keys == ("reference_loss",)
     assert Reweighter(domains=DOMAINS, sources=[DomainMixing(2.0)]).sources[0].batch_keys == ()
+
+
+@dataclass(eq=False)
+class _FavourLast(Source):
+    """A toy source that sets domain probabilities: the last domain gets half of the draws."""
+
+    kind = "favour_last"
+    mode: str = "sample"
+    name: str | None = None
+
+    def domain_probs(self, progress: float) -> np.ndarray:
+        k = self.layout.num_domains
+        return np.array([0.5 / (k - 1)] * (k - 1) + [0.5])
+
+
+def test_a_new_source_that_sets_domains_needs_no_flag(monkeypatch: Any) -> None:
+    monkeypatch.setitem(SOURCES, "favour_last", _FavourLast)
+    rw = Reweighter(domains=DOMAINS, sources=[{"kind": "favour_last"}])
+    shares = np.bincount(DOMAINS, weights=rw.sampler.probabilities(range(N)))
+    np.testing.assert_allclose(shares, [0.25, 0.25, 0.5])
+    rw = Reweighter(domains=DOMAINS, sources=[_FavourLast(mode="weight")])
+    assert rw.metrics()["domain/2/target"] == pytest.approx(0.5)
+    assert rw.importance_ratios(torch.tensor([11])).item() == pytest.approx(0.5 / (2 / N))

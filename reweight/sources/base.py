@@ -132,18 +132,13 @@ class Source(abc.ABC):
     Class attributes:
         kind: registry name (``make_source({"kind": ...})``).
         modes: the modes it supports.
-        shapes_draws: whether it shapes p or q at all (in-batch weights do not).
-        sets_domains: whether it contributes domain probabilities.
-        fixed_items: whether it contributes a fixed per-item factor.
-        changes_items: whether it updates per-item factors during training.
+        changes_items: whether it updates per-item factors during training (its ``observe``
+            and ``on_step`` return :class:`ItemUpdate`).
         batch_keys: optional per-sample batch columns it reads (gathered across ranks).
     """
 
     kind: ClassVar[str] = "source"
     modes: ClassVar[tuple[str, ...]] = MODES
-    shapes_draws: ClassVar[bool] = True
-    sets_domains: ClassVar[bool] = False
-    fixed_items: ClassVar[bool] = False
     changes_items: ClassVar[bool] = False
     batch_keys: ClassVar[tuple[str, ...]] = ()
     mode: str
@@ -195,6 +190,21 @@ class Source(abc.ABC):
     def in_proposal(self) -> bool:
         """Whether it shapes the draws q (modes ``sample`` and ``proposal``)."""
         return self.mode in ("sample", "proposal")
+
+    @property
+    def sets_domains(self) -> bool:
+        """Whether it contributes domain probabilities (it overrides :meth:`domain_probs`)."""
+        return type(self).domain_probs is not Source.domain_probs
+
+    @property
+    def fixed_items(self) -> bool:
+        """Whether it contributes a fixed item factor (it overrides :meth:`item_factors`)."""
+        return type(self).item_factors is not Source.item_factors
+
+    @property
+    def shapes_draws(self) -> bool:
+        """Whether it shapes p or q at all (in-batch loss weights alone do not)."""
+        return self.sets_domains or self.fixed_items or self.changes_items
 
     @property
     def needs_progress(self) -> bool:

@@ -194,6 +194,11 @@ class Composition:
         """Sends a source's new item factors to q (the sampler) and p."""
         if update is None:
             return
+        if not source.changes_items:
+            raise TypeError(
+                f"{source.label} returned new item factors but does not declare "
+                "changes_items = True; declare it (the Reweighter then routes them)."
+            )
         if source.in_proposal:
             if update.items is None:
                 self._sampler.set_dynamic(update.values)

@@ -48,7 +48,6 @@ class InBatchWeights(Source):
     """
 
     kind = "in_batch"
-    shapes_draws = False
     modes = ("weight",)
 
     strategy: Any = "linupper"

@@ -66,7 +66,6 @@ class DomainMixing(Source):
     """
 
     kind = "mixing"
-    sets_domains = True
 
     rule: Any
     mode: str = "sample"

@@ -36,7 +36,6 @@ class StaticImportance(Source):
     """
 
     kind = "static"
-    fixed_items = True
 
     log_weights: Any
     beta: float = 1.0
