@@ -160,11 +160,12 @@ def fill_reference(arm: Mapping[str, Any], reference: Mapping[str, float]) -> di
 
 
 def _run_config(cfg: DictConfig, arm: Mapping[str, Any], seed: int, out_dir: Path) -> DictConfig:
-    base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    OmegaConf.set_struct(base, False)
-    base.pop("study", None)
-    merged = OmegaConf.merge(base, OmegaConf.create(dict(arm)))
-    assert isinstance(merged, DictConfig)
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(plain, dict)
+    plain.pop("study", None)
+    merged = OmegaConf.merge(OmegaConf.create(plain), OmegaConf.create(dict(arm)))
+    if not isinstance(merged, DictConfig):  # pragma: no cover - a mapping merged is a mapping
+        raise TypeError(f"arm {dict(arm)!r} did not merge into a mapping config.")
     merged.seed = int(seed)
     merged.out_dir = str(out_dir)
     merged.dashboard = False
