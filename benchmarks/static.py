@@ -194,6 +194,7 @@ import numpy as np
 from data_selection import HashedNgramDSIR
 import data_selection
 work, k, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+min_length = int(sys.argv[4]) if len(sys.argv) > 4 else 100  # the package's default
 cache = work / "reference-cache"
 out = work / "reference-selected"
 for p in (cache, out):
@@ -201,7 +202,7 @@ for p in (cache, out):
 np.random.seed(seed)
 t0 = time.perf_counter()
 dsir = HashedNgramDSIR([str(work / "raw.jsonl")], [str(work / "target.jsonl")],
-                       cache_dir=str(cache), num_proc=1)
+                       cache_dir=str(cache), num_proc=1, min_example_length=min_length)
 dsir.fit_importance_estimator(num_tokens_to_fit="all")
 fit_s = time.perf_counter() - t0
 t0 = time.perf_counter()
@@ -244,15 +245,26 @@ print(json.dumps(out))
 """
 
 
+def find_reference(venv: str | Path, reference_python: str | None = None) -> str | None:
+    """A Python that imports data-selection — ``reference_python`` as given, else the one of
+    ``venv`` when it has the package — or None; installs nothing."""
+    if reference_python:
+        return reference_python
+    python = Path(venv) / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    check = [str(python), "-c", "import data_selection"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return str(python)
+    return None
+
+
 def ensure_reference(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(python executable with data-selection, or None, and why not)."""
-    if args.reference_python:
-        return args.reference_python, None
+    found = find_reference(args.venv, args.reference_python)
+    if found is not None:
+        return found, None
     venv = Path(args.venv)
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     check = [str(python), "-c", "import data_selection"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return str(python), None
     log(f"reference: creating {venv} and installing {REFERENCE_PACKAGE} from the registry ...")
     steps = [
         [sys.executable, "-m", "venv", str(venv)],
@@ -266,6 +278,21 @@ def ensure_reference(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if subprocess.run(check, capture_output=True).returncode != 0:
         return None, f"{REFERENCE_PACKAGE} installed but `import data_selection` fails"
     return str(python), None
+
+
+def run_reference(
+    python: str, work: Path, k: int, seed: int, min_example_length: int = 100
+) -> dict[str, Any]:
+    """data-selection's own fit, weights and Gumbel top-k on ``work/raw.jsonl`` (records with an
+    ``id``) toward ``work/target.jsonl``, in ``python``; the chosen ids (sorted) go to
+    ``work/reference-selected.npy``. Returns its timings, count and version."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
+        script.write(REFERENCE_RUN)
+    try:
+        cmd = [python, script.name, str(work), str(k), str(seed), str(min_example_length)]
+        return run_process(cmd)
+    finally:
+        os.unlink(script.name)
 
 
 def run_process(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -492,12 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"reference: NOT RUN — {why}")
         else:
             log("reference (data-selection), 1 process ... (slow: sha256 per n-gram)")
-            with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
-                script.write(REFERENCE_RUN)
-            try:
-                ref = run_process([ref_python, script.name, str(work), str(args.k), str(args.seed)])
-            finally:
-                os.unlink(script.name)
+            ref = run_reference(ref_python, work, args.k, args.seed)
             reference = {"available": True, "version": ref.pop("version"), "python": ref_python}
             runs["reference"] = rates(ref, n_raw, n_target)
     report["reference"] = reference

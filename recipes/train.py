@@ -210,6 +210,39 @@ def load_corpus(data: DictConfig) -> Corpus:
     raise ValueError(f"data.kind {kind!r} is unknown; valid kinds: builtin, jsonl, parquet.")
 
 
+def training_split(cfg: DictConfig, corpus: Corpus) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) corpus indices: the seeded split of ``data``; with
+    ``data.train_subset`` (a ``.npy`` of corpus indices, e.g. a data selection) those indices
+    replace the training split, and the validation split stays as it is (a subset without
+    some domain trains without domains: presets that mix domains then refuse it)."""
+    train_idx, val_idx = corpus.split(
+        float(cfg.data.val_fraction),
+        seed=int(cfg.seed),
+        max_val_per_domain=cfg.data.get("max_val_per_domain"),
+    )
+    path = cfg.data.get("train_subset")
+    if path is None:
+        return train_idx, val_idx
+    subset = np.load(str(path), allow_pickle=False)
+    if subset.ndim != 1 or subset.size == 0 or not np.issubdtype(subset.dtype, np.integer):
+        raise ValueError(
+            f"data.train_subset {str(path)!r} must hold a non-empty 1-D array of integer corpus "
+            f"indices, got dtype {subset.dtype} and shape {subset.shape}."
+        )
+    if subset.min() < 0 or subset.max() >= corpus.num_docs:
+        raise ValueError(
+            f"data.train_subset {str(path)!r} has indices outside 0..{corpus.num_docs - 1} (the "
+            "corpus's sequences): was it made for another corpus or data.seq_len?"
+        )
+    leaked = np.intersect1d(subset, val_idx)
+    if leaked.size:
+        raise ValueError(
+            f"data.train_subset {str(path)!r} holds {leaked.size} validation sequences (e.g. "
+            f"{leaked[:3].tolist()}); select from the training split of seed={int(cfg.seed)}."
+        )
+    return subset.astype(np.int64), val_idx
+
+
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
@@ -301,15 +334,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     torch.set_float32_matmul_precision("high")
 
     corpus = load_corpus(cfg.data)
-    train_idx, val_idx = corpus.split(
-        float(cfg.data.val_fraction),
-        seed=int(cfg.seed),
-        max_val_per_domain=cfg.data.get("max_val_per_domain"),
-    )
+    train_idx, val_idx = training_split(cfg, corpus)
     names = list(corpus.domain_names)
-    train_set = IndexedDataset(
-        ByteLMDataset(corpus, train_idx), domains=corpus.domains[train_idx], domain_names=names
-    )
+    train_domains = corpus.domains[train_idx]
+    if np.unique(train_domains).size < len(names):  # a data.train_subset may leave domains out:
+        train_set = IndexedDataset(ByteLMDataset(corpus, train_idx))  # then train without them
+    else:
+        train_set = IndexedDataset(
+            ByteLMDataset(corpus, train_idx), domains=train_domains, domain_names=names
+        )
     val_set = IndexedDataset(
         ByteLMDataset(corpus, val_idx), domains=corpus.domains[val_idx], domain_names=names
     )
