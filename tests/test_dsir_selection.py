@@ -28,7 +28,7 @@ from recipes.experiments.dsir_selection import (
     spearman,
 )
 
-TINY = [*SMOKE, "dsir_study.selections=[random,heuristic,dsir]"]
+TINY = list(SMOKE)
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_smoke_run_writes_md_json_png_with_one_row_per_selection(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "dsir"
-    record = main(["--smoke", "--out", str(out), "dsir_study.selections=[random,heuristic,dsir]"])
+    record = main(["--smoke", "--out", str(out)])
     assert "| dsir |" in capsys.readouterr().out
     markdown = (out / "dsir_selection.md").read_text()
     for name in ("random", "heuristic", "dsir"):
