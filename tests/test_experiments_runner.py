@@ -116,6 +116,20 @@ def test_arms_presets_and_study_errors() -> None:
         runner.arms_of({})
 
 
+def test_arm_from_a_preset_with_changes() -> None:
+    changed = {"name": "no_static", "sources": {"static": None, "in_batch": {"r": 0.5}}}
+    arms = runner.arms_of({"arms": {"no_static": {"preset": "full", "reweight": changed}}})
+    reweight = arms["no_static"]["reweight"]
+    full = runner.arms_of({"presets": ["full"]})["full"]["reweight"]
+    assert reweight["name"] == "no_static" and reweight["sources"]["static"] is None
+    assert reweight["sources"]["in_batch"]["r"] == 0.5
+    assert reweight["sources"]["in_batch"]["strategy"] == full["sources"]["in_batch"]["strategy"]
+    assert reweight["sources"]["mixing"] == full["sources"]["mixing"]
+    assert "preset" not in arms["no_static"]
+    with pytest.raises(ValueError, match=r"study\.arms\.x\.preset names 'nope'"):
+        runner.arms_of({"arms": {"x": {"preset": "nope"}}})
+
+
 def test_smoke_settings_compose_and_user_overrides_win() -> None:
     cfg = runner.compose(["experiment=sow_lm", "study.smoke=true", "steps=8"])
     assert cfg.study.smoke and cfg.steps == 8 and cfg.model.d_model == 16

@@ -16,6 +16,9 @@ for every arm and seed, calls :func:`recipes.train.train` on the config merged w
   sources; ``{}`` = the base config, which the experiments keep source-free).
 - ``presets``: names of ``conf/reweight/*.yaml`` presets; each becomes an arm
   ``{reweight: <the preset file>}`` (loaded with ``OmegaConf.load``, so arms follow the presets).
+  An arm of ``arms`` with a ``preset: <name>`` key starts from that preset and merges its own
+  ``reweight:`` over it (``{preset: full, reweight: {name: no_static, sources: {static: null}}}``
+  is the full preset without its static source).
 - ``seeds``: the seeds (default ``[0, 1, 2]``).
 - ``baseline``: an arm; the report adds, per arm, the first validation step where its mean
   (over seeds) mean validation loss is at or below the baseline's final one, and the ratio
@@ -117,6 +120,17 @@ def _plain(node: Any) -> Any:
     return node
 
 
+def _preset(name: Any, where: str) -> DictConfig:
+    """``conf/reweight/<name>.yaml``; an unknown name is a ValueError naming ``where``."""
+    path = CONF_DIR / "reweight" / f"{name}.yaml"
+    if not path.is_file():
+        valid = sorted(p.stem for p in (CONF_DIR / "reweight").glob("*.yaml"))
+        raise ValueError(f"{where} names {name!r}; valid presets: {valid}.")
+    loaded = OmegaConf.load(path)
+    assert isinstance(loaded, DictConfig)
+    return loaded
+
+
 def arms_of(study: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The study's arms: name → overlay (``arms``, then one per name of ``presets``)."""
     unknown = sorted(set(study) - STUDY_KEYS)
@@ -124,15 +138,15 @@ def arms_of(study: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ValueError(f"study has unknown keys {unknown}; valid keys: {sorted(STUDY_KEYS)}.")
     arms: dict[str, dict[str, Any]] = {}
     for name, overlay in (study.get("arms") or {}).items():
-        arms[str(name)] = dict(overlay or {})
+        arm = dict(overlay or {})
+        if "preset" in arm:  # a preset with changes: `reweight:` merged over the preset file
+            preset = _preset(arm.pop("preset"), f"study.arms.{name}.preset")
+            arm["reweight"] = _plain(OmegaConf.merge(preset, arm.get("reweight") or {}))
+        arms[str(name)] = arm
     for preset in study.get("presets") or []:
-        path = CONF_DIR / "reweight" / f"{preset}.yaml"
-        if not path.is_file():
-            valid = sorted(p.stem for p in (CONF_DIR / "reweight").glob("*.yaml"))
-            raise ValueError(f"study.presets names {preset!r}; valid presets: {valid}.")
         if str(preset) in arms:
             raise ValueError(f"arm {preset!r} is given both in study.arms and study.presets.")
-        arms[str(preset)] = {"reweight": _plain(OmegaConf.load(path))}
+        arms[str(preset)] = {"reweight": _plain(_preset(preset, "study.presets"))}
     if not arms:
         raise ValueError("study has no arms: give study.arms (name → overlay) or study.presets.")
     for key in ("baseline", "reference_from"):
