@@ -1,4 +1,4 @@
-"""recipes/linreg_sow.py: Sow et al.'s linear-regression experiment (shape, determinism, guards).
+"""recipes/experiments/linreg_sow.py: Sow et al.'s linear regression (shape, determinism, guards).
 
 These tests check that the experiment runs, reports what it says it reports and is
 reproducible; they do not assert which strategy wins (the recipe reports that, whatever it is).
@@ -14,8 +14,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from recipes import linreg_sow
-from recipes.linreg_sow import QUICK, Config, main, make_problem, run, summarize, tune_lr
+from recipes.experiments import linreg_sow
+from recipes.experiments.linreg_sow import (
+    QUICK,
+    Config,
+    main,
+    make_problem,
+    run,
+    summarize,
+    tune_lr,
+)
 
 TINY = replace(QUICK, steps=60, checkpoints=(20, 60))
 RUN_KEYS = {

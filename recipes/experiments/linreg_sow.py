@@ -1,9 +1,9 @@
 """Sow et al. (2025)'s linear-regression finding, reproduced with the library as a user would.
 
-    python recipes/linreg_sow.py                  # 4 strategies × 5 seeds + lr grid (~1 min)
-    python recipes/linreg_sow.py --json           # one JSON object on stdout
-    python recipes/linreg_sow.py --quick          # a smoke run (seconds)
-    python recipes/linreg_sow.py --lr-grid none --strategies uniform,linupper,hard --seeds 3
+    python recipes/experiments/linreg_sow.py            # 4 strategies × 5 seeds + lr grid (~2 min)
+    python recipes/experiments/linreg_sow.py --json     # one JSON object on stdout
+    python recipes/experiments/linreg_sow.py --quick    # a smoke run (seconds)
+    python recipes/experiments/linreg_sow.py --lr-grid none --strategies uniform,linupper,hard
 
 Claim under test. "Dynamic Loss-Based Sample Reweighting for Improved Large Language Model
 Pretraining" (Sow, Woisetschläger, Bulusu, Wang, Jacobsen, Liang; ICLR 2025) weights each
@@ -84,7 +84,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `reweight` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 import torch
