@@ -221,8 +221,56 @@ def training_split(cfg: DictConfig, corpus: Corpus) -> tuple[np.ndarray, np.ndar
         max_val_per_domain=cfg.data.get("max_val_per_domain"),
     )
     path = cfg.data.get("train_subset")
-    if path is None:
-        return train_idx, val_idx
+    if path is not None:
+        train_idx = _train_subset(str(path), corpus, val_idx, int(cfg.seed))
+    caps = cfg.data.get("max_train_per_domain")
+    if caps:
+        train_idx = cap_domains(corpus, train_idx, _plain(caps), seed=int(cfg.seed))
+    return train_idx, val_idx
+
+
+def cap_domains(
+    corpus: Corpus, train_idx: np.ndarray, caps: Mapping[str, int], *, seed: int
+) -> np.ndarray:
+    """``train_idx`` with at most ``caps[name]`` sequences of each named domain (a seeded
+    choice; ``data.max_train_per_domain``): makes a domain low-resource — repeated often under
+    upsampling — while its validation sequences stay as they are.
+
+    Example:
+        >>> from recipes.data import Corpus
+        >>> corpus = Corpus.from_texts({"big": "a" * 16, "small": "b" * 8}, seq_len=4)
+        >>> kept = cap_domains(corpus, np.arange(6), {"big": 1}, seed=0)
+        >>> corpus.domains[kept].tolist()
+        [0, 1, 1]
+    """
+    names = [str(n) for n in corpus.domain_names]
+    if not isinstance(caps, Mapping):
+        raise ValueError(
+            f"data.max_train_per_domain must map domain names to counts, e.g. "
+            f"{{{names[-1]}: 32}}; got {caps!r}."
+        )
+    rng = np.random.default_rng(seed)
+    domains = corpus.domains[train_idx]
+    keep = np.ones(train_idx.size, dtype=bool)
+    for name, cap in caps.items():
+        if name not in names:
+            raise ValueError(
+                f"data.max_train_per_domain names {name!r}, not a domain; domains: {names}."
+            )
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(
+                f"data.max_train_per_domain.{name} must be an int >= 1 (training sequences "
+                f"kept), got {cap!r}."
+            )
+        rows = np.flatnonzero(domains == names.index(name))
+        if rows.size > cap:
+            keep[rng.choice(rows, size=rows.size - cap, replace=False)] = False
+    return train_idx[keep]
+
+
+def _train_subset(path: str, corpus: Corpus, val_idx: np.ndarray, seed: int) -> np.ndarray:
+    """The corpus indices of ``data.train_subset``, checked against the corpus and the
+    validation split."""
     subset = np.load(str(path), allow_pickle=False)
     if subset.ndim != 1 or subset.size == 0 or not np.issubdtype(subset.dtype, np.integer):
         raise ValueError(
@@ -238,9 +286,9 @@ def training_split(cfg: DictConfig, corpus: Corpus) -> tuple[np.ndarray, np.ndar
     if leaked.size:
         raise ValueError(
             f"data.train_subset {str(path)!r} holds {leaked.size} validation sequences (e.g. "
-            f"{leaked[:3].tolist()}); select from the training split of seed={int(cfg.seed)}."
+            f"{leaked[:3].tolist()}); select from the training split of seed={seed}."
         )
-    return subset.astype(np.int64), val_idx
+    return subset.astype(np.int64)
 
 
 def _plain(node: Any) -> Any:

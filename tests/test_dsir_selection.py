@@ -145,3 +145,29 @@ def test_bad_study_settings_are_refused(capsys: pytest.CaptureFixture[str]) -> N
 def test_docstring_examples() -> None:
     result = doctest.testmod(dsir_selection)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_max_train_per_domain_makes_a_domain_low_resource() -> None:
+    cfg = compose_config([*TINY, "dsir_study.steps=2"])
+    corpus = recipe.load_corpus(cfg.data)
+    train_idx, val_idx = recipe.training_split(cfg, corpus)
+    names = [str(n) for n in corpus.domain_names]
+    small = names[-1]
+    with open_dict(cfg):
+        cfg.data.max_train_per_domain = {small: 3}
+    got_train, got_val = recipe.training_split(cfg, corpus)
+    assert np.array_equal(got_val, val_idx)  # validation unchanged
+    counts = np.bincount(corpus.domains[got_train], minlength=len(names))
+    before = np.bincount(corpus.domains[train_idx], minlength=len(names))
+    assert counts[-1] == 3 and np.array_equal(counts[:-1], before[:-1])
+    assert np.isin(got_train, train_idx).all()
+    assert np.array_equal(recipe.training_split(cfg, corpus)[0], got_train)  # seeded
+    for caps, match in (
+        ({"nope": 3}, "not a domain"),
+        ({small: 0}, "int >= 1"),
+        ([3], "must map domain names"),
+    ):
+        with open_dict(cfg):
+            cfg.data.max_train_per_domain = caps
+        with pytest.raises(ValueError, match=match):
+            recipe.training_split(cfg, corpus)

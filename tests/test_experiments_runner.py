@@ -126,6 +126,7 @@ def test_arm_from_a_preset_with_changes() -> None:
     assert reweight["sources"]["in_batch"]["strategy"] == full["sources"]["in_batch"]["strategy"]
     assert reweight["sources"]["mixing"] == full["sources"]["mixing"]
     assert "preset" not in arms["no_static"]
+    assert list(runner.arms_of({"arms": {"x": {}, "y": None}})) == ["x"]  # null: switched off
     with pytest.raises(ValueError, match=r"study\.arms\.x\.preset names 'nope'"):
         runner.arms_of({"arms": {"x": {"preset": "nope"}}})
 

@@ -13,7 +13,8 @@ for every arm and seed, calls :func:`recipes.train.train` on the config merged w
 ``arms`` or ``presets``):
 
 - ``arms``: name → overlay of the composed config (usually a ``reweight:`` block with the arm's
-  sources; ``{}`` = the base config, which the experiments keep source-free).
+  sources; ``{}`` = the base config, which the experiments keep source-free; ``null`` = no such
+  arm, so that a study built on another can drop arms).
 - ``presets``: names of ``conf/reweight/*.yaml`` presets; each becomes an arm
   ``{reweight: <the preset file>}`` (loaded with ``OmegaConf.load``, so arms follow the presets).
   An arm of ``arms`` with a ``preset: <name>`` key starts from that preset and merges its own
@@ -138,7 +139,9 @@ def arms_of(study: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ValueError(f"study has unknown keys {unknown}; valid keys: {sorted(STUDY_KEYS)}.")
     arms: dict[str, dict[str, Any]] = {}
     for name, overlay in (study.get("arms") or {}).items():
-        arm = dict(overlay or {})
+        if overlay is None:  # `arms.<name>: null` switches an arm off (e.g. in an overlay)
+            continue
+        arm = dict(overlay)
         if "preset" in arm:  # a preset with changes: `reweight:` merged over the preset file
             preset = _preset(arm.pop("preset"), f"study.arms.{name}.preset")
             arm["reweight"] = _plain(OmegaConf.merge(preset, arm.get("reweight") or {}))
