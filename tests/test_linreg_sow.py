@@ -6,25 +6,33 @@ reproducible; they do not assert which strategy wins (the recipe reports that, w
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from recipes.experiments import linreg_sow
 from recipes.experiments.linreg_sow import (
-    QUICK,
     Config,
+    compose_config,
+    default_config,
+    load_config,
     main,
     make_problem,
     run,
     summarize,
     tune_lr,
 )
+from recipes.experiments.report import CONF_DIR, compose_experiment
 
+DEFAULT = default_config()
+QUICK = default_config(quick=True)
 TINY = replace(QUICK, steps=60, checkpoints=(20, 60))
 RUN_KEYS = {
     "strategy",
@@ -44,16 +52,78 @@ RUN_KEYS = {
 }
 
 
-def _json_main(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
-    result = main(argv)
+def _json_main(capsys: pytest.CaptureFixture[str], argv: list[str], out: Path) -> dict:
+    result = main([*argv, "--json", "--out", str(out)])
     printed = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
     assert printed["summary"] == json.loads(json.dumps(result["summary"]))
     return printed
 
 
-def test_quick_json_shape_and_every_strategy_learns(capsys: pytest.CaptureFixture[str]) -> None:
-    out = _json_main(capsys, ["--quick", "--seeds", "2", "--json", "--lr-grid", "none"])
-    strategies = list(linreg_sow.DEFAULT_STRATEGIES)
+def test_the_yaml_is_the_one_source_of_the_settings() -> None:
+    node = OmegaConf.to_container(compose_config().linreg_study)
+    assert isinstance(node, dict)
+    quick = node.pop("quick")
+    fields = dataclasses.fields(Config)
+    assert [f.name for f in fields] == list(node)  # every setting, in the yaml's order
+    assert all(f.default is dataclasses.MISSING for f in fields)  # no second copy of defaults
+    assert json.loads(json.dumps(asdict(DEFAULT))) == node
+    assert set(quick) < set(node)
+    assert {k: getattr(QUICK, k) for k in quick} == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in quick.items()
+    }
+    assert replace(QUICK, **{k: getattr(DEFAULT, k) for k in quick}) == DEFAULT
+    # every key of the yaml is commented
+    lines = (CONF_DIR / "experiment" / "linreg_sow.yaml").read_text().splitlines()
+    keys = [line for line in lines[lines.index("linreg_study:") + 1 :] if line.strip()]
+    assert len(keys) == len(fields) + 1 + len(quick) and all(" # " in line for line in keys)
+
+
+def test_composing_train_with_the_experiment_leaves_the_main_job_alone() -> None:
+    with_experiment = OmegaConf.to_container(compose_experiment("linreg_sow"))
+    assert isinstance(with_experiment, dict)
+    del with_experiment["linreg_study"]
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        plain = OmegaConf.to_container(compose(config_name="train"))
+    assert with_experiment == plain
+
+
+def test_smoke_command_writes_table_json_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = [
+        "linreg_study.steps=40",
+        "linreg_study.seeds=[0,1]",
+        "linreg_study.strategies=[uniform,linupper]",
+        "linreg_study.lr_grid=[0.1]",
+    ]
+    result = main(["--quick", *overrides, "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "steps→thr" in printed and "best lr" in printed and "wrote" in printed
+    markdown = (tmp_path / "linreg_sow.md").read_text()
+    assert "| linupper |" in markdown and "| strategy | lr=0.05 | lr=0.1 |" in markdown
+    assert (tmp_path / "linreg_sow.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((tmp_path / "linreg_sow.json").read_text())
+    # the settings it ran with are the composed config's
+    assert record["config"] == json.loads(json.dumps(asdict(load_config(overrides, quick=True))))
+    assert record["config"]["steps"] == 40 and record["seeds"] == [0, 1]
+    assert record["summary"] == json.loads(json.dumps(result["summary"]))
+    for strategy in ("uniform", "linupper"):
+        row = record["summary"][strategy]
+        mean, std = row["test_mse@40"]
+        assert 0 < mean < 1 and std >= 0
+        assert set(row) >= {"steps_to_threshold", "speedup_vs_uniform", "param_error_final"}
+        assert set(record["lr_grid"][strategy]["by_lr"]) == {"0.05", "0.1"}
+    assert len(record["runs"]) == 4 and record["runs"][0]["test_mse"][0] > 0
+
+
+def test_quick_json_shape_and_every_strategy_learns(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["--quick", "linreg_study.seeds=[0,1]", "linreg_study.lr_grid=null"]
+    out = _json_main(capsys, argv, tmp_path)
+    strategies = list(DEFAULT.strategies)
     assert out["strategies"] == strategies and out["seeds"] == [0, 1]
     assert out["lr_grid"] is None
     assert out["config"]["checkpoints"] == list(QUICK.checkpoints)
@@ -130,25 +200,34 @@ def test_divergence_is_reported_not_raised() -> None:
     assert summary["steps_to_threshold"] is None
 
 
-def test_lr_grid_picks_the_fastest_safe_rate(capsys: pytest.CaptureFixture[str]) -> None:
+def test_lr_grid_picks_the_fastest_safe_rate(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     tuned = tune_lr(["uniform", "linupper"], [0], TINY, [0.05, 5.0])
     for row in tuned.values():
         assert row["by_lr"]["5.0"]["diverged"] == 1  # far past the stability limit
         assert row["best_lr"] in (0.05, None)
     assert tuned["uniform"]["speedup_vs_uniform"] in (None, pytest.approx(1.0))
 
-    text_argv = ["--quick", "--seeds", "1", "--strategies", "uniform,linupper", "--lr-grid", "0.1"]
-    main(text_argv)
+    text_argv = [
+        "--quick",
+        "linreg_study.seeds=[0]",
+        "linreg_study.strategies=[uniform,linupper]",
+        "linreg_study.lr_grid=[0.1]",
+    ]
+    main([*text_argv, "--out", str(tmp_path)])
     text = capsys.readouterr().out
     assert "steps→thr" in text and "best lr" in text and "lr=0.1" in text and "lr=0.05" in text
-    out = _json_main(capsys, [*text_argv, "--json"])
+    out = _json_main(capsys, text_argv, tmp_path)
     assert set(out["lr_grid"]) == {"uniform", "linupper"}
     assert set(out["lr_grid"]["linupper"]["by_lr"]) == {"0.05", "0.1"}
 
 
-def test_steps_override_moves_the_checkpoints(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--quick", "--seeds", "1", "--strategies", "uniform", "--steps", "40"]
-    out = _json_main(capsys, [*argv, "--json", "--lr-grid", "none"])
+def test_steps_override_moves_the_checkpoints(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["--quick", "linreg_study.seeds=[0]", "linreg_study.strategies=[uniform]"]
+    out = _json_main(capsys, [*argv, "linreg_study.steps=40", "linreg_study.lr_grid=[]"], tmp_path)
     assert out["config"]["steps"] == 40
     assert out["config"]["checkpoints"][-1] == 40
     assert out["runs"][0]["steps"][-1] == 40
@@ -157,26 +236,30 @@ def test_steps_override_moves_the_checkpoints(capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--strategies", "linupper,nope"], "valid names"),
-        (["--seeds", "0"], "--seeds"),
-        (["--lr", "-1"], "lr must be"),
-        (["--lr-grid", "0.1,-2"], "--lr-grid"),
-        (["--redundant-frac", "1.0"], "redundant_frac"),
+        (["linreg_study.strategies=[linupper,nope]"], "valid names"),
+        (["linreg_study.seeds=[]"], "seeds"),
+        (["linreg_study.lr=-1"], "lr must be"),
+        (["linreg_study.lr_grid=[0.1,-2]"], "lr_grid"),
+        (["linreg_study.redundant_frac=1.0"], "redundant_frac"),
+        (["linreg_study.nope=1"], "linreg_study.nope"),
+        (["+linreg_study.nope=1"], "unknown keys ['nope']"),
+        (["linreg_study.steps=[1"], "no viable alternative at input '[1'"),
     ],
 )
 def test_bad_arguments_fail_before_training(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     with pytest.raises(SystemExit):
-        main(["--quick", *argv])
+        main(["--quick", *argv, "--out", str(tmp_path / "never")])
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
 
 
 def test_config_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="checkpoints"):
-        Config(steps=100, checkpoints=(200,)).validate()
+        replace(DEFAULT, steps=100, checkpoints=(200,)).validate()
     with pytest.raises(ValueError, match="batch_size"):
-        Config(batch_size=0).validate()
+        replace(DEFAULT, batch_size=0).validate()
     with pytest.raises(ValueError, match="no informative item"):
         make_problem(replace(TINY, num_items=2, redundant_frac=0.9), seed=0)
 

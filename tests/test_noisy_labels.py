@@ -7,19 +7,32 @@ loss 0.11–0.14, at a noise rate of 0.2), the direction of the effect.
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import json
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from recipes.experiments import noisy_labels
-from recipes.experiments.noisy_labels import METHODS, Config, main, make_problem, run, run_all
+from recipes.experiments.noisy_labels import (
+    METHODS,
+    Config,
+    default_config,
+    load_config,
+    main,
+    make_problem,
+    run,
+    run_all,
+)
+from recipes.experiments.report import CONF_DIR, compose_experiment
 
-SMALL = Config(num_items=1000, num_holdout=1000, num_test=500, steps=300, curve_every=10)
+DEFAULT = default_config()
+SMALL = replace(DEFAULT, num_items=1000, num_holdout=1000, num_test=500, steps=300, curve_every=10)
 
 
 @pytest.fixture(autouse=True)
@@ -32,17 +45,54 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def test_smoke_run_writes_both_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+SMOKE = [
+    "noisy_study.seeds=[0]",
+    "noisy_study.steps=100",
+    "noisy_study.num_items=1000",
+    "noisy_study.num_holdout=1000",
+    "noisy_study.num_test=500",
+]
+
+
+def test_the_yaml_is_the_one_source_of_the_settings() -> None:
+    node = OmegaConf.to_container(compose_experiment("noisy_labels").noisy_study)
+    assert isinstance(node, dict)
+    fields = dataclasses.fields(Config)
+    assert [f.name for f in fields] == list(node)  # every setting, in the yaml's order
+    assert all(f.default is dataclasses.MISSING for f in fields)  # no second copy of defaults
+    assert json.loads(json.dumps(asdict(DEFAULT))) == node
+    lines = (CONF_DIR / "experiment" / "noisy_labels.yaml").read_text().splitlines()
+    keys = [line for line in lines[lines.index("noisy_study:") + 1 :] if line.strip()]
+    assert len(keys) == len(fields) and all(" # " in line for line in keys)  # each commented
+
+
+def test_composing_train_with_the_experiment_leaves_the_main_job_alone() -> None:
+    with_experiment = OmegaConf.to_container(compose_experiment("noisy_labels"))
+    assert isinstance(with_experiment, dict)
+    del with_experiment["noisy_study"]
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        plain = OmegaConf.to_container(compose(config_name="train"))
+    assert with_experiment == plain
+
+
+def test_smoke_run_writes_table_json_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "nl"
-    argv = ["--seeds", "1", "--steps", "100", "--num-items", "1000", "--num-holdout", "1000"]
-    result = main([*argv, "--num-test", "500", "--out", str(out), "--no-plot"])
+    result = main([*SMOKE, "--out", str(out)])
     printed = capsys.readouterr().out
     assert all(method in printed for method in METHODS) and "noisy drawn" in printed
     assert (out / ".gitignore").read_text().strip().endswith("*")
     markdown = (out / "noisy_labels.md").read_text()
     assert "| loss_priority |" in markdown and "pressure=100" in markdown
+    assert (out / "noisy_labels.png").read_bytes()[:4] == b"\x89PNG"
     data = json.loads((out / "noisy_labels.json").read_text())
-    assert data["config"]["steps"] == 100 and data["seeds"] == [0]
+    # the settings it ran with are the composed config's (curve_every follows steps)
+    assert data["config"] == json.loads(json.dumps(asdict(load_config(SMOKE))))
+    assert data["config"]["steps"] == 100 and data["config"]["curve_every"] == 1
+    assert data["seeds"] == [0]
     assert set(data["summary"]) == set(METHODS)
     assert len(data["runs"]) == len(METHODS)
     assert data["summary"] == json.loads(json.dumps(result["summary"]))
@@ -82,7 +132,13 @@ def test_problem_layout() -> None:
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["--seeds", "0"], "--seeds"), (["--noise", "1.5"], "noise"), (["--steps", "0"], "steps")],
+    [
+        (["noisy_study.seeds=[]"], "seeds"),
+        (["noisy_study.noise=1.5"], "noise"),
+        (["noisy_study.steps=0"], "steps"),
+        (["noisy_study.nope=1"], "noisy_study.nope"),
+        (["--threads", "0"], "--threads"),
+    ],
 )
 def test_bad_arguments_fail_before_training(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path

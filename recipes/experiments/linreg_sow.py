@@ -1,9 +1,17 @@
 """Sow et al. (2025)'s linear-regression finding, reproduced with the library as a user would.
 
     python recipes/experiments/linreg_sow.py            # 4 strategies × 5 seeds + lr grid (~2 min)
-    python recipes/experiments/linreg_sow.py --json     # one JSON object on stdout
+    python recipes/experiments/linreg_sow.py --json     # also one JSON object on stdout
     python recipes/experiments/linreg_sow.py --quick    # a smoke run (seconds)
-    python recipes/experiments/linreg_sow.py --lr-grid none --strategies uniform,linupper,hard
+    python recipes/experiments/linreg_sow.py linreg_study.lr_grid=null \
+        linreg_study.strategies=[uniform,linupper,hard] linreg_study.seeds=[0,1,2]
+
+Settings: ``conf/experiment/linreg_sow.yaml``, key ``linreg_study`` (the script composes
+``conf/train.yaml`` with ``experiment=linreg_sow``; Hydra-style ``key=value`` arguments
+override it). Outputs: ``OUT/linreg_sow.md`` (settings and both tables), ``OUT/linreg_sow.json``
+(settings, summaries, every run with its curve) and ``OUT/linreg_sow.png`` (test-MSE curves per
+strategy at the fixed rate, mean over seeds with a min–max band; steps to the target against
+the learning rate); ``OUT`` is ``results/linreg_sow`` unless ``--out`` says otherwise.
 
 Claim under test. "Dynamic Loss-Based Sample Reweighting for Improved Large Language Model
 Pretraining" (Sow, Woisetschläger, Bulusu, Wang, Jacobsen, Liang; ICLR 2025) weights each
@@ -58,11 +66,11 @@ A fixed learning rate is only half the comparison: mean-1 weights still rescale 
 each direction (LinUpper moves weight onto the informative samples, like a larger step along
 their directions) and change where SGD becomes unstable (a cluster of redundant items that
 overshoots gets a high loss and then a high weight). So the command line also runs every
-strategy at the rates of ``--lr-grid`` (default 0.08, 0.1, 0.13, plus ``--lr``) and reports
+strategy at the rates of ``linreg_study.lr_grid`` (0.08, 0.1, 0.13, plus ``lr``) and reports
 each strategy's best rate — the one with the fewest mean steps to the threshold among those
 where every seed got there without diverging — and its speedup over uniform's best
-(``--lr-grid none`` skips it). ``--quick`` runs a smaller problem (``QUICK``: d = 16, N =
-1,024, 4 prototypes, 300 steps) for smoke tests.
+(``linreg_study.lr_grid=null`` skips it). ``--quick`` runs a smaller problem (the yaml's
+``linreg_study.quick``: d = 16, N = 1,024, 4 prototypes, 300 steps) for smoke tests.
 
 Determinism: data from ``numpy.random.default_rng(seed)``, draws from the sampler's private
 generator seeded with ``seed``, zero initialisation, no dropout — the same arguments give the
@@ -72,6 +80,7 @@ same numbers (on the same machine and torch build). No global RNG is touched.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -81,9 +90,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-if __package__ in (None, ""):  # run as a script: make `reweight` importable
+if __package__ in (None, ""):  # run as a script: make `reweight` and `recipes` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
@@ -91,35 +100,56 @@ import torch
 import torch.nn.functional as F
 
 import reweight
+from recipes.experiments.report import (
+    compose_experiment,
+    markdown_table,
+    overridden,
+    override_list,
+    settings_from_node,
+    write_report,
+)
 from reweight.weights import get_strategy
 
-DEFAULT_STRATEGIES = ("uniform", "linupper", "quadratic", "extremes")
-DEFAULT_LR_GRID = (0.08, 0.1, 0.13)  # besides Config.lr; uniform's best is near 0.13
+EXPERIMENT = "linreg_sow"  # conf/experiment/linreg_sow.yaml
+NODE = "linreg_study"  # its settings' key
+DEFAULT_OUT = Path("results") / "linreg_sow"
 _DIVERGED = 1e3  # a test MSE above this multiple of the initial one counts as divergence
 
 
 @dataclass(frozen=True)
 class Config:
-    """The experiment's knobs (defaults: the setup in the module docstring)."""
+    """The experiment's settings: ``linreg_study`` of ``conf/experiment/linreg_sow.yaml`` (the
+    one place their values live, every key commented there; :func:`load_config` reads it)."""
 
-    dim: int = 32
-    num_items: int = 4096
-    redundant_frac: float = 0.9
-    prototypes: int = 8
-    jitter: float = 0.05
-    noise: float = 0.1
-    num_test: int = 2048
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 0.05
-    r: float = 1.0
-    burn_in_steps: int = 20
-    eval_every: int = 5
-    threshold: float = 0.01
-    checkpoints: tuple[int, ...] = (100, 200, 500, 1000)
+    strategies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    lr_grid: tuple[float, ...] | None
+    dim: int
+    num_items: int
+    redundant_frac: float
+    prototypes: int
+    jitter: float
+    noise: float
+    num_test: int
+    steps: int
+    batch_size: int
+    lr: float
+    r: float
+    burn_in_steps: int
+    eval_every: int
+    threshold: float
+    checkpoints: tuple[int, ...]
 
     def validate(self) -> None:
         """Raises ValueError naming the bad field, its value and the fix."""
+        if not self.strategies:
+            raise ValueError("strategies is empty; give e.g. [uniform,linupper].")
+        for s in self.strategies:
+            get_strategy(s)  # an unknown name fails before any training, listing valid ones
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of integers, got {self.seeds!r}.")
+        if any(not (lr > 0 and math.isfinite(lr)) for lr in self.lr_grid or ()):
+            raise ValueError(f"lr_grid rates must be finite and > 0, got {self.lr_grid!r}.")
         positive_ints = ("dim", "num_items", "prototypes", "num_test", "steps", "batch_size")
         for name in (*positive_ints, "eval_every"):
             value = getattr(self, name)
@@ -147,14 +177,45 @@ class Config:
             )
 
 
-QUICK = Config(
-    dim=16,
-    num_items=1024,
-    prototypes=4,
-    num_test=512,
-    steps=300,
-    checkpoints=(50, 100, 300),
-)
+def _checkpoints(steps: int, every: int) -> tuple[int, ...]:
+    """10%, 20%, 50% and 100% of ``steps``, each rounded to a multiple of ``every``."""
+    marks = {max(1, round(f * steps / every)) * every for f in (0.1, 0.2, 0.5, 1.0)}
+    return tuple(sorted(m for m in marks if m <= steps))
+
+
+def compose_config(overrides: Sequence[str] = (), quick: bool = False) -> Any:
+    """``conf/train.yaml`` with ``experiment=linreg_sow``; ``quick`` applies the yaml's
+    ``linreg_study.quick`` before ``overrides`` (so theirs win)."""
+    if quick:
+        from omegaconf import OmegaConf
+
+        preset = OmegaConf.to_container(compose_experiment(EXPERIMENT)[NODE].quick)
+        overrides = [*override_list(NODE, cast(dict, preset)), *overrides]
+    return compose_experiment(EXPERIMENT, overrides)
+
+
+def load_config(overrides: Sequence[str] = (), quick: bool = False) -> Config:
+    """The settings the command line runs with: the composed ``linreg_study`` node, validated.
+    Overriding ``steps`` alone moves the checkpoints to 10/20/50/100% of the run.
+
+    Example:
+        >>> c = load_config(["linreg_study.steps=40"], quick=True)
+        >>> c.dim, c.steps, c.checkpoints
+        (16, 40, (5, 10, 20, 40))
+    """
+    config = settings_from_node(
+        Config, compose_config(overrides, quick)[NODE], NODE, drop=("quick",)
+    )
+    if overridden(overrides, f"{NODE}.steps") and not overridden(overrides, f"{NODE}.checkpoints"):
+        config = replace(config, checkpoints=_checkpoints(config.steps, config.eval_every))
+    config.validate()
+    return config
+
+
+@functools.cache
+def default_config(quick: bool = False) -> Config:
+    """:func:`load_config` without overrides (cached): the yaml's settings, or its quick ones."""
+    return load_config(quick=quick)
 
 
 @dataclass(frozen=True)
@@ -173,7 +234,7 @@ def make_problem(config: Config, seed: int) -> Problem:
     """Builds the data set of the module docstring from ``numpy.random.default_rng(seed)``.
 
     Example:
-        >>> p = make_problem(QUICK, seed=0)
+        >>> p = make_problem(default_config(quick=True), seed=0)
         >>> tuple(p.x.shape), int(p.redundant.sum()), round(float(p.w_star.norm()), 6)
         ((1024, 16), 922, 1.0)
     """
@@ -224,7 +285,7 @@ def run(strategy: str, seed: int, config: Config | None = None) -> dict[str, Any
         strategy: a :func:`reweight.weights.loss_weights` strategy ("uniform", "linupper",
             "quadratic", "extremes", "upper", "hard", ...).
         seed: seeds the data and the sampler's draws.
-        config: the experiment's knobs (default :class:`Config`).
+        config: the experiment's settings (default: :func:`default_config`).
 
     Returns:
         A JSON-able dict: ``strategy``, ``seed``, ``initial_test_mse``, ``steps`` (evaluated
@@ -237,11 +298,12 @@ def run(strategy: str, seed: int, config: Config | None = None) -> dict[str, Any
         sample was drawn).
 
     Example:
-        >>> out = run("linupper", seed=0, config=replace(QUICK, steps=20, checkpoints=(20,)))
+        >>> c = replace(default_config(quick=True), steps=20, checkpoints=(20,))
+        >>> out = run("linupper", seed=0, config=c)
         >>> out["final_test_mse"] < out["initial_test_mse"]
         True
     """
-    config = config or Config()
+    config = config or default_config()
     config.validate()
     problem = make_problem(config, seed)
     model = torch.nn.Linear(config.dim, 1, bias=False)
@@ -348,7 +410,7 @@ def summarize(runs: Sequence[dict[str, Any]], config: Config) -> dict[str, dict[
     did).
 
     Example:
-        >>> c = replace(QUICK, steps=20, checkpoints=(20,))
+        >>> c = replace(default_config(quick=True), steps=20, checkpoints=(20,))
         >>> s = summarize([run("uniform", 0, c), run("linupper", 0, c)], c)
         >>> sorted(s["linupper"])[:4]
         ['diverged', 'param_error_final', 'reached', 'seeds']
@@ -404,7 +466,7 @@ def tune_lr(
         done: runs already made (their ``lr`` is read), reused instead of run again.
 
     Example:
-        >>> c = replace(QUICK, steps=20, checkpoints=(20,))
+        >>> c = replace(default_config(quick=True), steps=20, checkpoints=(20,))
         >>> sorted(tune_lr(["uniform"], [0], c, [0.05])["uniform"])
         ['best_lr', 'best_steps', 'by_lr', 'speedup_vs_uniform']
     """
@@ -449,106 +511,221 @@ def _num(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _pm(cell: Sequence[float] | None, spec: str, sep: str) -> str:
+    return "-" if cell is None else f"{cell[0]:{spec}}{sep}{cell[1]:{spec}}"
+
+
+def _steps_text(cell: dict[str, Any], sep: str) -> str:
+    """Mean±std steps to the threshold, with ``(k)`` seeds that got there if not all."""
+    steps = cell["steps_to_threshold"]
+    if steps is None:
+        return "never"
+    text = _pm(steps, ".0f", sep)
+    return text + (f" ({cell['reached']})" if cell["reached"] < cell["seeds"] else "")
+
+
+def summary_rows(
+    summary: dict[str, dict[str, Any]], config: Config, sep: str = "±"
+) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of :func:`summarize`'s table (mean{sep}std over seeds)."""
+    header = [
+        "strategy",
+        *(f"mse@{c}" for c in config.checkpoints),
+        "‖w−w*‖ end",
+        "steps→thr",
+        "speedup",
+        "wins",
+        "div",
+        "w_red",
+        "w_inf",
+    ]
+    rows = []
+    for strategy, row in summary.items():
+        mse = [row[f"test_mse@{c}"] for c in config.checkpoints]
+        rows.append(
+            [
+                strategy,
+                *("-" if m is None else f"{m[0]:.2e}{sep}{m[1]:.1e}" for m in mse),
+                _pm(row["param_error_final"], ".3f", sep),
+                _steps_text(row, sep),
+                _num(row["speedup_vs_uniform"]),
+                f"{row['wins_vs_uniform']}/{row['seeds']}",
+                str(row["diverged"]),
+                _num(row["weight_redundant"]),
+                _num(row["weight_informative"]),
+            ]
+        )
+    return header, rows
+
+
+def lr_rows(
+    tuned: dict[str, dict[str, Any]], grid: Sequence[float], sep: str = "±"
+) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of :func:`tune_lr`'s table: steps to the threshold per rate."""
+    header = ["strategy", *(f"lr={lr!r}" for lr in grid), "best lr", "speedup"]
+    rows = []
+    for strategy, row in tuned.items():
+        cells = [strategy]
+        for lr in grid:
+            cell = row["by_lr"][repr(lr)]
+            text = _steps_text(cell, sep)
+            if cell["diverged"]:
+                steps = cell["steps_to_threshold"]
+                text = f"div {cell['diverged']}/{cell['seeds']}" + (
+                    "" if steps is None else f", {steps[0]:.0f} ({cell['reached']})"
+                )
+            cells.append(text)
+        cells += [_num(row["best_lr"], "g"), _num(row["speedup_vs_uniform"])]
+        rows.append(cells)
+    return header, rows
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A fixed-width table: the first column left-aligned, the others right-aligned."""
+    table = [list(header), *map(list, rows)]
+    widths = [max(len(r[j]) for r in table) for j in range(len(header))]
+    lines = [
+        " ".join(
+            c.ljust(w) if j == 0 else c.rjust(w)
+            for j, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in table
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
 def format_table(summary: dict[str, dict[str, Any]], config: Config) -> str:
     """A readable table of :func:`summarize`'s output (mean±std over seeds)."""
-    cols = [f"mse@{c}" for c in config.checkpoints]
-    header = (
-        f"{'strategy':<10}"
-        + "".join(f" {c:>16}" for c in cols)
-        + f" {'‖w−w*‖ end':>13} {'steps→thr':>12} {'speedup':>7} {'wins':>5} {'div':>3}"
-        + f" {'w_red':>5} {'w_inf':>5}"
-    )
-    lines = [header, "-" * len(header)]
-    for strategy, row in summary.items():
-        line = f"{strategy:<10}"
-        for c in config.checkpoints:
-            cell = row[f"test_mse@{c}"]
-            line += " " + ("-" if cell is None else f"{cell[0]:.2e}±{cell[1]:.1e}").rjust(16)
-        err = row["param_error_final"]
-        line += " " + ("-" if err is None else f"{err[0]:.3f}±{err[1]:.3f}").rjust(13)
-        steps = row["steps_to_threshold"]
-        text = "never" if steps is None else f"{steps[0]:.0f}±{steps[1]:.0f}"
-        if steps is not None and row["reached"] < row["seeds"]:
-            text += f"({row['reached']})"
-        line += f" {text:>12} {_num(row['speedup_vs_uniform']):>7}"
-        line += f" {row['wins_vs_uniform']:>2}/{row['seeds']:<2} {row['diverged']:>3}"
-        line += f" {_num(row['weight_redundant']):>5} {_num(row['weight_informative']):>5}"
-        lines.append(line)
-    return "\n".join(lines)
+    return _text_table(*summary_rows(summary, config))
 
 
 def format_lr_table(tuned: dict[str, dict[str, Any]], grid: Sequence[float]) -> str:
     """A readable table of :func:`tune_lr`'s output: steps to the threshold per rate."""
-    header = f"{'strategy':<10}" + "".join(f" {'lr=' + repr(lr):>16}" for lr in grid)
-    header += f" {'best lr':>8} {'speedup':>7}"
-    lines = [header, "-" * len(header)]
-    for strategy, row in tuned.items():
-        line = f"{strategy:<10}"
-        for lr in grid:
-            cell = row["by_lr"][repr(lr)]
-            steps = cell["steps_to_threshold"]
-            text = "never" if steps is None else f"{steps[0]:.0f}±{steps[1]:.0f}"
-            if steps is not None and cell["reached"] < cell["seeds"]:
-                text += f"({cell['reached']})"
-            if cell["diverged"]:
-                text = f"div {cell['diverged']}/{cell['seeds']}" + (
-                    "" if steps is None else f", {steps[0]:.0f}({cell['reached']})"
-                )
-            line += f" {text:>16}"
-        line += f" {_num(row['best_lr'], 'g'):>8} {_num(row['speedup_vs_uniform']):>7}"
-        lines.append(line)
-    return "\n".join(lines)
+    return _text_table(*lr_rows(tuned, grid))
 
 
-_OVERRIDES = ("steps", "batch_size", "lr", "r", "burn_in_steps", "redundant_frac", "noise")
+def describe(config: Config) -> str:
+    """One paragraph with every setting of the run."""
+    return (
+        f"Sow et al. 2025, linear regression: d={config.dim}, N={config.num_items} "
+        f"({config.redundant_frac:.0%} redundant near-duplicates of {config.prototypes} "
+        f"prototypes, jitter {config.jitter}), label noise {config.noise}, {config.num_test} "
+        f"clean test points; SGD lr={config.lr}, batch {config.batch_size}, {config.steps} "
+        f"steps; r={config.r}, burn-in {config.burn_in_steps}; strategies "
+        f"{', '.join(config.strategies)}; seeds {', '.join(map(str, config.seeds))}."
+    )
+
+
+def legend(config: Config) -> str:
+    """What the columns of the fixed-rate table mean."""
+    return (
+        "mse@k: clean test MSE at step k (initial = ‖w*‖² ≈ 1), mean±std over seeds; "
+        f"steps→thr: first step with test MSE ≤ {config.threshold:g}× initial ((k): seeds that "
+        "got there if not all); speedup: uniform's steps / the strategy's; wins: seeds where it "
+        "got there first; div: diverged runs; w_red / w_inf: mean loss weight on redundant / "
+        "informative samples from the burn-in to the threshold."
+    )
+
+
+LR_LEGEND = (
+    "Steps to the threshold at each learning rate (mean±std; (k): seeds that got there if not "
+    "all; div k/n: diverged seeds; best lr: fewest steps with every seed getting there; "
+    "speedup: uniform's best / the strategy's best)."
+)
+
+
+def figure(
+    runs: Sequence[dict[str, Any]], tuned: dict[str, dict[str, Any]] | None, config: Config
+) -> Any:
+    """Left: clean test MSE against steps per strategy at the fixed rate (mean over the seeds
+    that did not diverge, min–max band). Right: steps to the threshold against the learning
+    rate per strategy (rates where every seed got there; ± std). None without matplotlib."""
+    try:
+        from matplotlib.figure import Figure  # optional; no pyplot, no global backend state
+    except ImportError:  # pragma: no cover - matplotlib is part of the recipes extra
+        return None
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    strategies = list(dict.fromkeys(r["strategy"] for r in runs))
+    colors = {s: f"C{i}" for i, s in enumerate(strategies)}
+    for strategy in strategies:
+        alive = [r for r in runs if r["strategy"] == strategy and r["diverged_at"] is None]
+        if not alive:
+            continue
+        steps = alive[0]["steps"]
+        curves = np.array([r["test_mse"] for r in alive])
+        left.plot(steps, curves.mean(0), color=colors[strategy], lw=1.5, label=strategy)
+        left.fill_between(steps, curves.min(0), curves.max(0), color=colors[strategy], alpha=0.2)
+    initial = statistics.fmean(r["initial_test_mse"] for r in runs)
+    left.axhline(config.threshold * initial, color="grey", ls="--", lw=1, label="target")
+    left.set(yscale="log", xlabel="step", ylabel="clean test MSE")
+    left.set_title(f"lr = {config.lr:g}: mean over seeds, min–max band")
+    left.grid(alpha=0.3)
+    left.legend()
+    plotted = False
+    if tuned:
+        for strategy, row in tuned.items():
+            points = [
+                (float(lr), cell["steps_to_threshold"])
+                for lr, cell in row["by_lr"].items()
+                if cell["reached"] == cell["seeds"] and not cell["diverged"]
+            ]
+            if not points:
+                continue
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            right.errorbar(
+                xs,
+                [y[0] for y in ys],
+                yerr=[y[1] for y in ys],
+                marker="o",
+                capsize=3,
+                color=colors.get(strategy),
+                label=strategy,
+            )
+            plotted = True
+    if plotted:
+        right.set(xlabel="learning rate", ylabel=f"steps to {config.threshold:g}× initial MSE")
+        right.set_title("Steps to the target per learning rate (every seed got there)")
+        right.grid(alpha=0.3)
+        right.legend()
+    else:
+        why = (
+            "no rate where every seed reached the target"
+            if tuned
+            else "learning-rate grid not run\n(linreg_study.lr_grid=null)"
+        )
+        right.text(0.5, 0.5, why, ha="center")
+        right.set_axis_off()
+    return fig
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line: every strategy over the seeds; prints a table, or one JSON object."""
+    """Command line: every strategy over the seeds (and the learning-rate grid); writes
+    ``OUT/linreg_sow.{md,json,png}``, prints the tables (or, with ``--json``, one JSON object)
+    and returns the JSON object."""
     parser = argparse.ArgumentParser(
         description="Sow et al. 2025's linear-regression finding (see the module docstring)."
     )
-    parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
-    parser.add_argument("--seeds", type=int, default=5, help="runs seeds 0..SEEDS-1")
-    parser.add_argument("--quick", action="store_true", help="a small problem, 300 steps")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
-        "--lr-grid",
-        default=",".join(map(str, DEFAULT_LR_GRID)),
-        help="learning rates tried per strategy besides --lr (comma-separated; 'none' skips)",
+        "overrides",
+        nargs="*",
+        help=f"Hydra overrides of conf/experiment/{EXPERIMENT}.yaml, e.g. {NODE}.seeds=[0,1]",
     )
-    defaults = Config()
-    for field in _OVERRIDES:
-        kind = type(getattr(defaults, field))
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=None)
-    args = parser.parse_args(argv)
-    config = QUICK if args.quick else defaults
-    overrides: dict[str, Any] = {
-        f: getattr(args, f) for f in _OVERRIDES if getattr(args, f) is not None
-    }
-    if "steps" in overrides:  # keep the checkpoints inside the run
-        steps, every = overrides["steps"], config.eval_every
-        marks = {max(1, round(f * steps / every)) * every for f in (0.1, 0.2, 0.5, 1.0)}
-        overrides["checkpoints"] = tuple(sorted(m for m in marks if m <= steps))
+    parser.add_argument("--quick", action="store_true", help=f"apply {NODE}.quick: a small problem")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout instead of tables"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    args = parser.parse_intermixed_args(argv)
+    from hydra.errors import HydraException
+
     try:
-        config = replace(config, **overrides)
-        config.validate()
-        strategies = [s.strip().lower() for s in args.strategies.split(",") if s.strip()]
-        if not strategies:
-            raise ValueError("--strategies is empty; give e.g. uniform,linupper.")
-        for s in strategies:
-            get_strategy(s)  # an unknown name fails before any training, listing valid ones
-        text = args.lr_grid.strip().lower()
-        grid = [] if text in ("", "none") else [float(v) for v in text.split(",") if v.strip()]
-        if any(not (lr > 0 and math.isfinite(lr)) for lr in grid):
-            raise ValueError(f"--lr-grid rates must be finite and > 0, got {grid}.")
-        if grid:
-            grid = sorted({config.lr, *grid})
-    except ValueError as err:
+        config = load_config(args.overrides, quick=args.quick)
+    except (ValueError, TypeError, HydraException) as err:
         parser.error(str(err))
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}.")
-    seeds = list(range(args.seeds))
+    grid = sorted({config.lr, *config.lr_grid}) if config.lr_grid else []
+    strategies, seeds = list(config.strategies), list(config.seeds)
 
     start = time.perf_counter()
     runs = [run(s, seed, config) for s in strategies for seed in seeds]
@@ -563,32 +740,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "runs": runs,
         "seconds": time.perf_counter() - start,
     }
+    command = "python recipes/experiments/linreg_sow.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    parts = [
+        "# Sow et al. 2025: linear regression",
+        f"`{command.strip()}`",
+        describe(config),
+        f"Fixed learning rate {config.lr:g}:",
+        markdown_table(*summary_rows(summary, config, sep=" ± ")),
+        legend(config),
+    ]
+    if tuned is not None:
+        parts += [LR_LEGEND, markdown_table(*lr_rows(tuned, grid, sep=" ± "))]
+    parts.append(f"Run time {result['seconds']:.1f} s.")
+    paths = write_report(
+        args.out,
+        EXPERIMENT,
+        markdown="\n\n".join(parts),
+        record=result,
+        figure=figure(runs, tuned, config),
+    )
     if args.json:
         print(json.dumps(result, allow_nan=False))
         return result
-    print(
-        f"Sow et al. 2025, linear regression: d={config.dim}, N={config.num_items} "
-        f"({config.redundant_frac:.0%} redundant near-duplicates of {config.prototypes} "
-        f"prototypes), label noise {config.noise}; SGD lr={config.lr}, batch "
-        f"{config.batch_size}, {config.steps} steps; r={config.r}, burn-in "
-        f"{config.burn_in_steps}; {args.seeds} seeds."
-    )
-    print(
-        "mse@k: clean test MSE at step k (initial = ‖w*‖² ≈ 1), mean±std over seeds; "
-        f"steps→thr: first step with test MSE ≤ {config.threshold:g}× initial (count if not "
-        "all seeds); speedup: uniform's steps / the strategy's; wins: seeds where it got there "
-        "first; div: diverged runs; w_red / w_inf: mean loss weight on redundant / "
-        "informative samples from the burn-in to the threshold."
-    )
+    print(describe(config))
+    print(legend(config))
     print(format_table(summary, config))
     if tuned is not None:
-        print(
-            "\nSteps to the threshold at each learning rate (mean±std; (k): seeds that got "
-            "there if not all; div k/n: diverged seeds; best lr: fewest steps with every seed "
-            "getting there; speedup: uniform's best / the strategy's best):"
-        )
+        print("\n" + LR_LEGEND)
         print(format_lr_table(tuned, grid))
     print(f"({result['seconds']:.1f} s)")
+    print("wrote " + ", ".join(map(str, paths)))
     return result
 
 

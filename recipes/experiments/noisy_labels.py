@@ -1,7 +1,11 @@
 """Noisy labels: loss-priority sampling chases them, reducible-loss (RHO-LOSS) sampling does not.
 
     python recipes/experiments/noisy_labels.py                 # 3 methods × 3 seeds, ~1 min
-    python recipes/experiments/noisy_labels.py --seeds 1 --steps 300 --out /tmp/nl
+    python recipes/experiments/noisy_labels.py noisy_study.seeds=[0] noisy_study.steps=300
+
+Settings: ``conf/experiment/noisy_labels.yaml``, key ``noisy_study`` (the script composes
+``conf/train.yaml`` with ``experiment=noisy_labels``; Hydra-style ``key=value`` arguments
+override it; overriding ``noisy_study.steps`` alone sets ``curve_every`` to steps // 120).
 
 Claim. Mindermann et al. (2022), "Prioritized Training on Points that are Learnable, Worth
 Learning, and Not Yet Learnt" (RHO-LOSS): on data where a share of the labels is noise,
@@ -9,7 +13,7 @@ selecting high-*loss* points keeps selecting the noisy ones (their loss never go
 selecting high-*reducible*-loss points (training loss − the loss of an "irreducible loss
 model" trained on held-out data) does not: a noisy point's loss is high under both models.
 
-Setup (defaults of :class:`Config`; every draw from ``numpy.random.default_rng(seed)``, the
+Setup (the yaml's settings; every draw from ``numpy.random.default_rng(seed)``, the
 model's initialisation from ``torch.Generator().manual_seed(seed)``, the batches from the
 Reweighter's own seeded sampler; the global RNGs are not touched):
 
@@ -57,13 +61,15 @@ also benefits from the held-out set's 8,000 extra labels, through its irreducibl
 
 Outputs: ``OUT/noisy_labels.md`` (the table and settings), ``OUT/noisy_labels.json`` (config,
 summary, every run with its curve) and, when matplotlib is installed, ``OUT/noisy_labels.png``
-(the noisy share drawn over training per method). ``OUT`` (default ``results/noisy_labels``)
-gets a ``.gitignore`` of ``*`` when this script creates it, so results stay out of git.
+(the noisy share drawn over training per method). ``OUT`` (``--out``, default
+``results/noisy_labels``) gets a ``.gitignore`` of ``*`` when this script creates it, so
+results stay out of git.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -83,7 +89,10 @@ import torch
 import torch.nn.functional as F
 
 import reweight
+from recipes.experiments.report import compose_experiment, overridden, settings_from_node
 
+EXPERIMENT = "noisy_labels"  # conf/experiment/noisy_labels.yaml
+NODE = "noisy_study"  # its settings' key
 METHODS = ("uniform", "loss_priority", "reducible_loss")
 DEFAULT_OUT = Path("results") / "noisy_labels"
 _HOLDOUT_SEED = 10_000  # the held-out model's draws: another stream than the training runs'
@@ -91,28 +100,35 @@ _HOLDOUT_SEED = 10_000  # the held-out model's draws: another stream than the tr
 
 @dataclass(frozen=True)
 class Config:
-    """The experiment's knobs (defaults: the setup in the module docstring)."""
+    """The experiment's settings: ``noisy_study`` of ``conf/experiment/noisy_labels.yaml`` (the
+    one place their values live, every key commented there; :func:`load_config` reads it)."""
 
-    dim: int = 20
-    classes: int = 4
-    teacher_hidden: int = 16
-    margin: float = 0.1
-    noise: float = 0.2
-    num_items: int = 8000
-    num_holdout: int = 8000
-    num_test: int = 4000
-    hidden: int = 64
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.0
-    pressure: float = 100.0
-    decay: float = 0.9
-    refresh_every: int = 20
-    curve_every: int = 25
+    seeds: tuple[int, ...]
+    dim: int
+    classes: int
+    teacher_hidden: int
+    margin: float
+    noise: float
+    num_items: int
+    num_holdout: int
+    num_test: int
+    hidden: int
+    steps: int
+    batch_size: int
+    lr: float
+    momentum: float
+    pressure: float
+    decay: float
+    refresh_every: int
+    curve_every: int
 
     def validate(self) -> None:
         """Raises ValueError naming the bad field, its value and the fix."""
+        bad = [s for s in self.seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if not self.seeds or bad:
+            raise ValueError(
+                f"seeds must be a non-empty list of integers >= 0, got {list(self.seeds)!r}."
+            )
         ints = ("dim", "num_items", "num_holdout", "num_test", "steps", "batch_size")
         for name in (*ints, "refresh_every", "curve_every"):
             value = getattr(self, name)
@@ -136,6 +152,30 @@ class Config:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}.")
         if not 0.0 <= self.decay < 1.0:
             raise ValueError(f"decay must lie in [0, 1), got {self.decay!r}.")
+
+
+def load_config(overrides: Sequence[str] = ()) -> Config:
+    """The settings the command line runs with: ``conf/train.yaml`` composed with
+    ``experiment=noisy_labels`` and the Hydra ``overrides``, its ``noisy_study`` node,
+    validated. Overriding ``steps`` alone sets ``curve_every`` to ``max(1, steps // 120)``.
+
+    Example:
+        >>> c = load_config(["noisy_study.seeds=[0]", "noisy_study.steps=300"])
+        >>> c.seeds, c.steps, c.curve_every, c.num_items
+        ((0,), 300, 2, 8000)
+    """
+    node = compose_experiment(EXPERIMENT, overrides)[NODE]
+    config = settings_from_node(Config, node, NODE)
+    if overridden(overrides, f"{NODE}.steps") and not overridden(overrides, f"{NODE}.curve_every"):
+        config = replace(config, curve_every=max(1, config.steps // 120))
+    config.validate()
+    return config
+
+
+@functools.cache
+def default_config() -> Config:
+    """:func:`load_config` without overrides (cached): the yaml's settings."""
+    return load_config()
 
 
 @dataclass(frozen=True)
@@ -215,7 +255,8 @@ def make_problem(config: Config, seed: int) -> Problem:
     """The data of one seed, all from ``numpy.random.default_rng(seed)``.
 
     Example:
-        >>> p = make_problem(Config(num_items=100, num_holdout=50, num_test=30), seed=0)
+        >>> c = replace(default_config(), num_items=100, num_holdout=50, num_test=30)
+        >>> p = make_problem(c, seed=0)
         >>> tuple(p.x.shape), int(p.noisy.sum()), bool(p.mislabelled[~p.noisy].any())
         ((100, 20), 20, False)
     """
@@ -246,7 +287,7 @@ def make_model(config: Config, seed: int) -> torch.nn.Module:
 
     Example:
         >>> state = torch.random.get_rng_state()
-        >>> a, b = make_model(Config(), 0), make_model(Config(), 0)
+        >>> a, b = make_model(default_config(), 0), make_model(default_config(), 0)
         >>> torch.equal(a[0].weight, b[0].weight), torch.equal(state, torch.random.get_rng_state())
         (True, True)
     """
@@ -366,7 +407,7 @@ def run(
         noisy share drawn in windows of ``curve_every`` steps).
 
     Example:
-        >>> c = Config(num_items=200, num_holdout=200, num_test=200, steps=20)
+        >>> c = replace(default_config(), num_items=200, num_holdout=200, num_test=200, steps=20)
         >>> out = run("uniform", 0, c)
         >>> out["noisy_share"] > 0, len(out["curve"]["step"])
         (True, 1)
@@ -544,23 +585,6 @@ def plot(summary: dict[str, dict[str, Any]], config: Config, path: Path) -> bool
     return True
 
 
-_OVERRIDES = (
-    "num_items",
-    "num_holdout",
-    "num_test",
-    "noise",
-    "classes",
-    "hidden",
-    "teacher_hidden",
-    "batch_size",
-    "lr",
-    "momentum",
-    "pressure",
-    "decay",
-    "refresh_every",
-)
-
-
 def _prepare_out(out: Path) -> None:
     """Creates ``out``; a directory it creates gets a ``.gitignore`` of ``*`` (results are not
     for git, wherever they are written)."""
@@ -575,32 +599,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ``OUT/noisy_labels.md``, ``OUT/noisy_labels.json`` and (with matplotlib)
     ``OUT/noisy_labels.png``; returns the JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="runs seeds 0..SEEDS-1")
-    parser.add_argument("--steps", type=int, default=None, help=f"default {Config.steps}")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help=f"Hydra overrides of conf/experiment/{EXPERIMENT}.yaml, e.g. {NODE}.steps=300",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    defaults = Config()
-    for field in _OVERRIDES:
-        kind = type(getattr(defaults, field))
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=None)
-    args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {
-        f: getattr(args, f) for f in _OVERRIDES if getattr(args, f) is not None
-    }
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-        overrides["curve_every"] = max(1, args.steps // 120)
+    args = parser.parse_intermixed_args(argv)
+    from hydra.errors import HydraException
+
     try:
-        config = replace(defaults, **overrides)
-        config.validate()
-    except ValueError as err:
+        config = load_config(args.overrides)
+    except (ValueError, TypeError, HydraException) as err:
         parser.error(str(err))
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}.")
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}.")
-    seeds = list(range(args.seeds))
+    seeds = list(config.seeds)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)  # tiny models: one thread is fastest

@@ -2,7 +2,12 @@
 for sampling.
 
     python recipes/experiments/upsample_numeric.py            # 3 seeds, a few seconds
-    python recipes/experiments/upsample_numeric.py --out /tmp/un --seeds 5
+    python recipes/experiments/upsample_numeric.py --out /tmp/un numeric_study.seeds=[0,1,2,3,4]
+
+Settings: ``conf/experiment/upsample_numeric.yaml``, key ``numeric_study`` (the script composes
+``conf/train.yaml`` with ``experiment=upsample_numeric``; Hydra-style ``key=value`` arguments
+override it). Outputs: ``OUT/upsample_numeric.{md,json,png}``, ``OUT`` = ``--out`` (default
+``results/upsample_numeric``).
 
 Claim. Drawing a domain more often ("upsample", ``mode="sample"``) and multiplying its loss
 instead ("upweight", scalarization, ``mode="weight"``) give the same expected update: exactly
@@ -10,13 +15,14 @@ equal under full-batch gradient descent. Under SGD the sampled minibatch gradien
 variance, because the rare domains are drawn more often instead of being drawn rarely and
 multiplied up.
 
-Setup: linear regression through the :class:`~reweight.Reweighter`, three domains of 400, 40
-and 8 items (50:1), each domain's inputs shifted and with its own linear target; the target
-mixture is uniform over the domains. For each seed (the data's): (a) the largest gap between
-the full-batch upweighted gradient and the exact expectation of the sampled one, Σ q_i g_i;
-(b) the total variance (trace of the covariance) of the minibatch gradient over 600 draws,
-for batches of 4, 16 and 64, with ``self_normalize=False`` (the paper's fixed weights), and
-the squared gap between the two Monte Carlo means against its standard error.
+Setup (the yaml's settings): linear regression through the :class:`~reweight.Reweighter`,
+three domains of 400, 40 and 8 items (50:1), each domain's 5-dimensional inputs shifted and
+with its own linear target; the target mixture is uniform over the domains. For each seed (the
+data's): (a) the largest gap between the full-batch upweighted gradient and the exact
+expectation of the sampled one, Σ q_i g_i; (b) the total variance (trace of the covariance) of
+the minibatch gradient over 600 draws, for batches of 4, 16 and 64, with
+``self_normalize=False`` (the paper's fixed weights), and the squared gap between the two
+Monte Carlo means against its standard error.
 
 Measured (3 seeds, mean ± std): the full-batch gap is 8.9e-16 (round-off); the minibatch
 gradient variance (trace) is 137 ± 3 sampled vs 2,030 ± 316 weighted at batch 4 (14.8×),
@@ -27,8 +33,10 @@ gaps between the two Monte Carlo means are 0.4–1.3 standard errors. Reproduced
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +46,92 @@ if __package__ in (None, ""):  # run as a script: make `recipes` importable
 import numpy as np
 import torch
 
-from recipes.experiments.report import markdown_table, mean_std, pm, write_report
+from recipes.experiments.report import (
+    compose_experiment,
+    markdown_table,
+    mean_std,
+    pm,
+    settings_from_node,
+    write_report,
+)
 from reweight import DomainMixing, Reweighter
 
-SIZES = (400, 40, 8)  # 50:1 imbalance
-RULE = {"kind": "uniform"}  # the target: every domain one third of the training signal
-BATCHES = (4, 16, 64)
+EXPERIMENT = "upsample_numeric"  # conf/experiment/upsample_numeric.yaml
+NODE = "numeric_study"  # its settings' key
+RULE = {"kind": "uniform"}  # the target: every domain the same share of the training signal
 
 
-def make_data(seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(domains, x, y, w0): each domain's inputs shifted, with its own linear target."""
-    domains = np.repeat(np.arange(len(SIZES)), SIZES)
+@dataclass(frozen=True)
+class Study:
+    """The experiment's settings: ``numeric_study`` of ``conf/experiment/upsample_numeric.yaml``
+    (the one place their values live, every key commented there; :func:`load_study` reads it)."""
+
+    seeds: tuple[int, ...]
+    draws: int
+    domain_sizes: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    dim: int
+    noise: float
+
+    def validate(self) -> None:
+        """Raises ValueError naming the bad key, its value and what is allowed."""
+        for name in ("seeds", "domain_sizes", "batch_sizes"):
+            values = getattr(self, name)
+            low = 0 if name == "seeds" else 1
+            if not values or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < low for v in values
+            ):
+                raise ValueError(
+                    f"{NODE}.{name} must be a non-empty list of integers >= {low}, got "
+                    f"{list(values) if isinstance(values, tuple) else values!r}."
+                )
+        if len(self.domain_sizes) < 2:
+            raise ValueError(
+                f"{NODE}.domain_sizes needs 2 or more domains, got {self.domain_sizes}."
+            )
+        for name, low in (("draws", 2), ("dim", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{NODE}.{name} must be an integer >= {low}, got {value!r}.")
+        if not self.noise >= 0:
+            raise ValueError(f"{NODE}.noise must be >= 0, got {self.noise!r}.")
+
+
+def load_study(overrides: Sequence[str] = ()) -> Study:
+    """The settings the command line runs with: ``conf/train.yaml`` composed with
+    ``experiment=upsample_numeric`` and the Hydra ``overrides``, its ``numeric_study`` node,
+    validated.
+
+    Example:
+        >>> load_study(["numeric_study.seeds=[7]"]).seeds
+        (7,)
+    """
+    study = settings_from_node(Study, compose_experiment(EXPERIMENT, overrides)[NODE], NODE)
+    study.validate()
+    return study
+
+
+@functools.cache
+def default_study() -> Study:
+    """:func:`load_study` without overrides (cached): the yaml's settings."""
+    return load_study()
+
+
+def make_data(
+    seed: int, study: Study | None = None
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(domains, x, y, w0): each domain's inputs shifted, with its own linear target
+    (``study``: the data's shape, default :func:`default_study`)."""
+    study = study or default_study()
+    sizes, dim = study.domain_sizes, study.dim
+    domains = np.repeat(np.arange(len(sizes)), sizes)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(domains.size, 5, generator=gen, dtype=torch.float64)
+    x = torch.randn(domains.size, dim, generator=gen, dtype=torch.float64)
     x = x + torch.tensor(domains, dtype=torch.float64)[:, None]
-    truth = torch.randn(len(SIZES), 5, generator=gen, dtype=torch.float64)
-    noise = 0.1 * torch.randn(domains.size, generator=gen, dtype=torch.float64)
+    truth = torch.randn(len(sizes), dim, generator=gen, dtype=torch.float64)
+    noise = study.noise * torch.randn(domains.size, generator=gen, dtype=torch.float64)
     y = (x * truth[torch.from_numpy(domains)]).sum(1) + noise
-    return domains, x, y, torch.zeros(5, dtype=torch.float64)
+    return domains, x, y, torch.zeros(dim, dtype=torch.float64)
 
 
 def reweighter(domains: np.ndarray, mode: str, self_normalize: bool = True) -> Reweighter:
@@ -77,9 +153,9 @@ def gradient(
     return param.grad
 
 
-def expected_update_gap(seed: int) -> float:
+def expected_update_gap(seed: int, study: Study | None = None) -> float:
     """max |full-batch upweighted gradient − Σ q_i g_i (the sampled gradient's expectation)|."""
-    domains, x, y, w = make_data(seed)
+    domains, x, y, w = make_data(seed, study)
     n = domains.size
     sample, weight = reweighter(domains, "sample"), reweighter(domains, "weight")
     per_item = 2 * (x @ w - y)[:, None] * x
@@ -89,10 +165,13 @@ def expected_update_gap(seed: int) -> float:
     return float((full_batch - expected).abs().max())
 
 
-def gradient_variance(seed: int, batch: int, draws: int = 600) -> dict[str, float]:
-    """Trace of the minibatch gradient's covariance for each mode, and the squared gap between
-    their Monte Carlo means against its standard error (both are unbiased for one update)."""
-    domains, x, y, w = make_data(seed)
+def gradient_variance(
+    seed: int, batch: int, draws: int, study: Study | None = None
+) -> dict[str, float]:
+    """Trace of the minibatch gradient's covariance for each mode over ``draws`` minibatches,
+    and the squared gap between their Monte Carlo means against its standard error (both are
+    unbiased for one update)."""
+    domains, x, y, w = make_data(seed, study)
     grads = {}
     for mode in ("sample", "weight"):
         rw = reweighter(domains, mode, self_normalize=False)
@@ -113,15 +192,19 @@ def gradient_variance(seed: int, batch: int, draws: int = 600) -> dict[str, floa
     }
 
 
-def run(seeds: Sequence[int], draws: int = 600) -> dict[str, Any]:
+def run(study: Study) -> dict[str, Any]:
     """Every measurement for every seed."""
+    seeds, draws = study.seeds, study.draws
     return {
-        "gaps": [expected_update_gap(s) for s in seeds],
-        "variance": {str(b): [gradient_variance(s, b, draws) for s in seeds] for b in BATCHES},
+        "gaps": [expected_update_gap(s, study) for s in seeds],
+        "variance": {
+            str(b): [gradient_variance(s, b, draws, study) for s in seeds]
+            for b in study.batch_sizes
+        },
     }
 
 
-def format_report(result: dict[str, Any], seeds: Sequence[int]) -> str:
+def format_report(result: dict[str, Any], study: Study) -> str:
     rows = []
     for batch, runs in result["variance"].items():
         rows.append(
@@ -138,12 +221,13 @@ def format_report(result: dict[str, Any], seeds: Sequence[int]) -> str:
         [
             "# Upsample or upweight, numerically (Li et al. 2025)",
             "",
-            f"Seeds {list(seeds)}; domains of {SIZES} items; uniform target mixture.",
+            f"Seeds {list(study.seeds)}; domains of {list(study.domain_sizes)} items, inputs of "
+            f"dimension {study.dim}, label noise {study.noise}; uniform target mixture.",
             "",
             f"Full-batch gradient descent: the largest gap between the upweighted update and "
             f"the expected sampled update is {worst:.2e} (float64 round-off): the same update.",
             "",
-            "SGD, minibatch gradient over 600 draws (mean ± std over seeds):",
+            f"SGD, minibatch gradient over {study.draws} draws (mean ± std over seeds):",
             "",
             markdown_table(
                 [
@@ -171,11 +255,12 @@ def figure(result: dict[str, Any]) -> Any:
     except ImportError:  # pragma: no cover - matplotlib is part of the recipes extra
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    batches = [int(b) for b in result["variance"]]
     for mode in ("sample", "weight"):
         means = [
-            mean_std([r[f"var_{mode}"] for r in result["variance"][str(b)]])[0] for b in BATCHES
+            mean_std([r[f"var_{mode}"] for r in result["variance"][str(b)]])[0] for b in batches
         ]
-        ax.plot(BATCHES, means, marker="o", label=f"mode={mode}")
+        ax.plot(batches, means, marker="o", label=f"mode={mode}")
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="gradient variance (trace)")
     ax.legend()
     ax.set_title("Upsample vs upweight: minibatch gradient variance")
@@ -184,19 +269,32 @@ def figure(result: dict[str, Any]) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="number of data seeds")
-    parser.add_argument("--draws", type=int, default=600, help="minibatches per estimate")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help=f"Hydra overrides of conf/experiment/{EXPERIMENT}.yaml, e.g. {NODE}.seeds=[0,1]",
+    )
     parser.add_argument("--out", default="results/upsample_numeric", help="output folder")
-    args = parser.parse_args(argv)
-    seeds = list(range(args.seeds))
-    result = run(seeds, args.draws)
-    markdown = format_report(result, seeds)
+    args = parser.parse_intermixed_args(argv)
+    from hydra.errors import HydraException
+
+    try:
+        study = load_study(args.overrides)
+    except (ValueError, TypeError, HydraException) as err:
+        parser.error(str(err))
+    result = run(study)
+    markdown = format_report(result, study)
     print(markdown)
     write_report(
         args.out,
-        "upsample_numeric",
+        EXPERIMENT,
         markdown=markdown,
-        record={"seeds": seeds, "sizes": SIZES, "result": result},
+        record={
+            "study": asdict(study),
+            "seeds": list(study.seeds),
+            "sizes": list(study.domain_sizes),
+            "result": result,
+        },
         figure=figure(result),
     )
     return result
