@@ -4,6 +4,7 @@
     python recipes/experiments/run.py experiment=sow_lm --smoke      # a few steps, one seed
     python recipes/experiments/run.py experiment=domain_rules study.seeds='[0]' steps=100
     python recipes/experiments/run.py experiment=ablation_study --out /tmp/ablation
+    python recipes/experiments/run.py experiment=sow_lm --threads 2     # torch threads per run
 
 The command composes ``conf/train.yaml`` with ``experiment=<name>`` and the Hydra overrides
 (``hydra.compose``; no Hydra output directories), reads the experiment's ``study:`` block and,
@@ -529,7 +530,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides; experiment=<name> needed")
     parser.add_argument("--smoke", action="store_true", help="a few steps, one seed")
     parser.add_argument("--out", default=None, help="output directory (default results/<name>)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per run (default 1: on shared cores, more threads than free cores "
+        "slow a small model's steps up to 10×)",
+    )
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}.")
     experiments = [o.split("=", 1)[1] for o in args.overrides if _key(o) == "experiment"]
     if not experiments:
         valid = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -541,7 +551,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out) if args.out else Path("results") / name
     with open_dict(cfg):
         cfg.out_dir = str(out)
-    record = run_study(cfg, out, name=name)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        record = run_study(cfg, out, name=name)
+    finally:
+        torch.set_num_threads(threads)
     print(f"[run.py] wrote {out / name}.md, .json, .png")
     return record
 
