@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -185,6 +186,44 @@ def test_clean_errors(corpus: dict[str, Path], capsys: pytest.CaptureFixture[str
     assert not (d / "s.jsonl").exists()
     code, err = _error(["kl", "--selected", raw], capsys)
     assert code == 2 and "give --model, or both --target and --raw" in err
+
+
+def test_messy_files_fail_naming_the_file_and_leave_no_output(
+    corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gzip
+
+    d, raw, target = corpus["dir"], corpus["raw"], str(corpus["target"])
+    model = str(d / "model")
+    assert main(["fit", "--raw", str(raw), "--target", target, "--target-text-field", "body",
+                 "--out", model, "--workers", "1", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    data = gzip.compress(raw.read_bytes())
+    cut = d / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    empty = d / "empty.jsonl"
+    empty.write_text("\n\n")
+    cases = [(cut, "is truncated"), (empty, "has no documents")]
+    if importlib.util.find_spec("pyarrow") is not None:
+        broken = d / "broken.parquet"
+        broken.write_bytes(b"not parquet at all" * 30)
+        cases.append((broken, "cannot be read as Parquet"))
+    for path, what in cases:
+        out = d / "w.npy"
+        code, err = _error(
+            ["weights", "--model", model, "--raw", str(path), "--out", str(out),
+             "--workers", "1", "--no-progress"],
+            capsys,
+        )  # fmt: skip
+        assert code == 2 and str(path) in err and what in err, err
+        assert "Traceback" not in err
+        assert not out.exists() and not list(d.glob(".w.npy*")), path  # nothing left behind
+    code, err = _error(
+        ["fit", "--raw", str(cut), "--target", target, "--target-text-field", "body",
+         "--out", str(d / "m2"), "--workers", "1", "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and f"{str(cut)!r} is truncated" in err
 
 
 def test_help_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -218,8 +218,6 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         min_tokens=args.min_tokens,
     )
-    if count == 0:
-        raise ValueError(f"the raw files {args.raw} hold no documents.")
     logw = np.load(args.out, mmap_mode="r")
     finite = np.isfinite(logw)
     excluded = f"; {int((~finite).sum())} under --min-tokens set to -inf" if args.min_tokens else ""

@@ -252,8 +252,9 @@ class DSIRModel:
     ) -> int:
         """Streams the log weights of every document into a ``.npy`` file (bounded memory).
 
-        The file is written under a temporary name and moved into place only when complete.
-        Returns the number of documents. Arguments as for :meth:`log_importance_weights`.
+        The file is written under a temporary name and moved into place only when complete;
+        on any error (including a source with no documents) nothing is left behind. Returns the
+        number of documents. Arguments as for :meth:`log_importance_weights`.
 
         Example:
             >>> import pathlib, tempfile
@@ -273,6 +274,12 @@ class DSIRModel:
                 min_tokens=min_tokens,
             ):
                 writer.write(weights)
+            if writer.count == 0:  # raising here discards the partial file
+                raise ValueError(
+                    f"the raw corpus ({describe(source)}) has no documents (empty, or only blank "
+                    f"or skipped lines); nothing was written to {str(path)!r}. Check the files "
+                    "and --text-field."
+                )
         return writer.count
 
     # ----- persistence ----------------------------------------------------------------------
