@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -187,6 +188,44 @@ def test_clean_errors(corpus: dict[str, Path], capsys: pytest.CaptureFixture[str
     assert code == 2 and "give --model, or both --target and --raw" in err
 
 
+def test_messy_files_fail_naming_the_file_and_leave_no_output(
+    corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gzip
+
+    d, raw, target = corpus["dir"], corpus["raw"], str(corpus["target"])
+    model = str(d / "model")
+    assert main(["fit", "--raw", str(raw), "--target", target, "--target-text-field", "body",
+                 "--out", model, "--workers", "1", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    data = gzip.compress(raw.read_bytes())
+    cut = d / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    empty = d / "empty.jsonl"
+    empty.write_text("\n\n")
+    cases = [(cut, "is truncated"), (empty, "has no documents")]
+    if importlib.util.find_spec("pyarrow") is not None:
+        broken = d / "broken.parquet"
+        broken.write_bytes(b"not parquet at all" * 30)
+        cases.append((broken, "cannot be read as Parquet"))
+    for path, what in cases:
+        out = d / "w.npy"
+        code, err = _error(
+            ["weights", "--model", model, "--raw", str(path), "--out", str(out),
+             "--workers", "1", "--no-progress"],
+            capsys,
+        )  # fmt: skip
+        assert code == 2 and str(path) in err and what in err, err
+        assert "Traceback" not in err
+        assert not out.exists() and not list(d.glob(".w.npy*")), path  # nothing left behind
+    code, err = _error(
+        ["fit", "--raw", str(cut), "--target", target, "--target-text-field", "body",
+         "--out", str(d / "m2"), "--workers", "1", "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and f"{str(cut)!r} is truncated" in err
+
+
 def test_help_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     for command, option in (
         ("fit", "--target-smoothing"),
@@ -242,7 +281,7 @@ def test_min_tokens_weights_then_resample(
     texts = [json.loads(line)["text"] for line in corpus["raw"].read_text().splitlines()]
     short = np.array([len(t.split()) < 30 for t in texts])  # these documents are words only
     assert np.array_equal(np.isinf(logw), short) and short.any()
-    assert f"{int(short.sum())} under --min-tokens set to -inf" in out
+    assert f"dropped {int(short.sum())} of 600 documents with fewer than 30 word tokens" in out
     code, out, err = _run(
         ["resample", "--weights", str(d / "w.npy"), "--raw", raw, "-k", "50",
          "--out", str(d / "sel.jsonl"), "--indices-out", str(d / "idx.npy"), "--no-progress"],
@@ -250,3 +289,39 @@ def test_min_tokens_weights_then_resample(
     )  # fmt: skip
     assert code == 0, err
     assert not short[np.load(d / "idx.npy")].any()
+
+
+def test_readme_commands_never_select_empty_or_one_word_documents(
+    corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The README's commands as written (no --min-tokens) on a raw file with planted junk:
+    # empty-ish, one- and two-word documents get log weight ~0, above most real documents.
+    d, target = corpus["dir"], str(corpus["target"])
+    rows = [json.loads(line) for line in corpus["raw"].read_text().splitlines()]
+    junk = ["", " ", "ok", "Hello!", "--", "protein", "thanks :)", "cell gene", "…"] * 4
+    rng = random.Random(5)
+    for text in junk:
+        rows.insert(rng.randrange(len(rows) + 1), {"text": text, "junk": True})
+    raw = d / "messy.jsonl"
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    is_junk = np.array([bool(r.get("junk")) for r in rows])
+    model, logw, sel = str(d / "model"), str(d / "w.npy"), str(d / "sel.jsonl")
+    assert main(["fit", "--raw", str(raw), "--target", target, "--target-text-field", "body",
+                 "--out", model, "--no-progress"]) == 0  # fmt: skip
+    code, out, err = _run(["weights", "--model", model, "--raw", str(raw), "--out", logw,
+                           "--no-progress"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert f"dropped {is_junk.sum()} of {len(rows)} documents with fewer than 3 word tokens" in out
+    code, out, err = _run(["resample", "--weights", logw, "--raw", str(raw), "-k", "400",
+                           "--out", sel, "--indices-out", str(d / "idx.npy"), "--no-progress"],
+                          capsys)  # fmt: skip
+    assert code == 0, err
+    assert f"{is_junk.sum()} with log weight -inf never selected" in out
+    assert not is_junk[np.load(d / "idx.npy")].any()
+    # --min-tokens 0 restores the old behaviour: the junk is selected.
+    assert main(["weights", "--model", model, "--raw", str(raw), "--out", logw,
+                 "--min-tokens", "0", "--no-progress"]) == 0  # fmt: skip
+    assert "min-tokens filter: off" in capsys.readouterr().out
+    assert main(["resample", "--weights", logw, "--raw", str(raw), "-k", "400", "--out", sel,
+                 "--indices-out", str(d / "idx.npy"), "--no-progress"]) == 0  # fmt: skip
+    assert is_junk[np.load(d / "idx.npy")].sum() > is_junk.sum() // 2

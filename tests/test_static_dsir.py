@@ -17,6 +17,7 @@ import pytest
 from reweight import Reweighter, StaticImportance
 from reweight.static import DSIRModel, Files, HashedNgrams, InputError, count_ngrams, fit
 from reweight.static._pipeline import map_ordered, worker_pool
+from reweight.static.dsir import DEFAULT_MIN_TOKENS
 from reweight.static.io import BadLinesWarning, Chunk
 
 EPS = 1e-8
@@ -90,7 +91,7 @@ def test_log_weight_formula_on_a_hand_computed_example() -> None:
     # raw: six n-grams, 1/6 each; target: a, "a b", b, 1/3 each.
     up = math.log(1 / 3 + EPS) - math.log(1 / 6 + EPS)
     down = math.log(EPS) - math.log(1 / 6 + EPS)
-    logw = model.log_importance_weights(["a b", "c d", "a a", "", "zzz"])
+    logw = model.log_importance_weights(["a b", "c d", "a a", "", "zzz"], min_tokens=0)
     np.testing.assert_allclose(logw, [3 * up, 3 * down, 2 * up, 0.0, 0.0], rtol=1e-12, atol=1e-12)
     assert logw.dtype == np.float64
     # Add-one smoothing of the target: p_t = (c + 1) / (3 + B).
@@ -99,7 +100,9 @@ def test_log_weight_formula_on_a_hand_computed_example() -> None:
     up1 = math.log(2 / (3 + b) + EPS) - math.log(1 / 6 + EPS)
     down1 = math.log(1 / (3 + b) + EPS) - math.log(1 / 6 + EPS)
     np.testing.assert_allclose(
-        smooth.log_importance_weights(["a b", "c d"]), [3 * up1, 3 * down1], rtol=1e-12
+        smooth.log_importance_weights(["a b", "c d"], min_tokens=0),
+        [3 * up1, 3 * down1],
+        rtol=1e-12,
     )
 
 
@@ -110,7 +113,15 @@ def test_weights_match_slow_pure_python_reference(buckets: int, alpha: float) ->
     f = HashedNgrams(num_buckets=buckets)
     model = fit(raw, target, featurizer=f, target_smoothing=alpha)
     expected = _reference_weights(raw, target, f, alpha)
-    np.testing.assert_allclose(model.log_importance_weights(raw), expected, rtol=1e-10, atol=1e-9)
+    got = model.log_importance_weights(raw, min_tokens=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
+    assert np.array_equal(model.log_importance_weights(raw), got)  # default: no filter
+    # The selection default drops documents of fewer than DEFAULT_MIN_TOKENS word tokens.
+    words = np.array([sum(t[0].isalnum() or t[0] == "_" for t in f.tokenize(d)) for d in raw])
+    default = model.log_importance_weights(raw, min_tokens=DEFAULT_MIN_TOKENS)
+    assert np.array_equal(np.isneginf(default), words < DEFAULT_MIN_TOKENS)
+    kept = words >= DEFAULT_MIN_TOKENS
+    assert np.array_equal(default[kept], got[kept]) and (~kept).sum() >= 2
 
 
 def test_fit_is_deterministic_and_counts_are_consistent() -> None:
@@ -131,7 +142,7 @@ def test_fit_is_deterministic_and_counts_are_consistent() -> None:
 def test_target_like_documents_get_higher_weights() -> None:
     raw = _corpus(200, 5, WORDS_A) + _corpus(200, 6, WORDS_B)
     model = fit(raw, _corpus(100, 7, WORDS_A), target_smoothing=1.0)
-    logw = model.log_importance_weights(raw)
+    logw = model.log_importance_weights(raw, min_tokens=0)
     assert logw[:200].mean() > logw[200:].mean() + 10
 
 
@@ -371,9 +382,9 @@ def test_count_ngrams() -> None:
 def test_log_weights_plug_into_reweighter(tmp_path: Path, mode: str) -> None:
     raw = _corpus(40, 17, WORDS_A) + _corpus(60, 18, WORDS_B)
     model = fit(raw, _corpus(30, 19, WORDS_A), target_smoothing=1.0)
-    logw = model.log_importance_weights(raw)
+    logw = model.log_importance_weights(raw, min_tokens=0)  # training weights: all finite
     path = tmp_path / "logw.npy"
-    model.save_log_importance_weights(raw, path)
+    model.save_log_importance_weights(raw, path, min_tokens=0)
     for source in (logw, path, str(path)):
         static = StaticImportance(log_weights=source, beta=0.5, clip=30.0, mode=mode)
         rw = Reweighter(len(raw), sources=[static])
@@ -392,7 +403,7 @@ def test_log_weights_plug_into_reweighter(tmp_path: Path, mode: str) -> None:
 def test_min_tokens_excludes_short_documents_from_selection(tmp_path: Path) -> None:
     docs = ["a b c d e", "a b", "", "a b c d e f g"]
     model = fit(docs, ["a b c"])
-    full = model.log_importance_weights(docs)
+    full = model.log_importance_weights(docs, min_tokens=0)
     cut = model.log_importance_weights(docs, min_tokens=5)
     assert np.isfinite(full).all()
     assert np.array_equal(np.isinf(cut), [False, True, True, False])
@@ -405,6 +416,12 @@ def test_min_tokens_excludes_short_documents_from_selection(tmp_path: Path) -> N
     f = model.featurizer
     _, tokens = f.log_weights_and_tokens(docs, model.log_ratio)
     assert tokens.tolist() == [len(f.tokenize(d)) for d in docs]
+    # Word tokens only: punctuation and symbols do not make a document long enough.
+    junk = ["--- *** ---", "Hello!!!", "ok, fine.", "a b c", "नमस्ते दुनिया सब"]
+    cut = model.log_importance_weights(junk, min_tokens=DEFAULT_MIN_TOKENS)
+    assert np.isneginf(cut).tolist() == [True, True, True, False, False]
+    _, tokens = f.log_weights_and_tokens(junk, model.log_ratio)
+    assert tokens.tolist() == [0, 1, 2, 3, 3]
 
 
 @pytest.mark.parametrize("block", [3, 100, 1 << 20])

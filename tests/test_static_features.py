@@ -211,3 +211,42 @@ def test_config_round_trip_and_validation() -> None:
         HashedNgrams().log_weights(["a"], np.zeros(5))
     with pytest.raises(ValueError, match="out must be an int64 array"):
         HashedNgrams().total_counts(["a"], out=np.zeros(10_000))
+
+
+def test_combining_marks_stay_in_their_word() -> None:
+    f = HashedNgrams()
+    cafe = "cafe\u0301"  # e + COMBINING ACUTE ACCENT
+    assert f.tokenize(f"Un {cafe.upper()}!") == ["un", cafe, "!"]
+    assert f.tokenize("नमस्ते") == ["नमस्ते"]  # virama and vowel sign are marks (Mn)
+    assert f.tokenize("नमस्ते, दुनिया") == ["नमस्ते", ",", "दुनिया"]
+    assert f.tokenize("क्\u200dष می\u200cخواهم") == ["क्\u200dष", "می\u200cخواهم"]  # joiners
+    # A mark that follows no word character is punctuation, as before.
+    assert f.tokenize("\u0301a !\u0301 \u200d") == ["\u0301", "a", "!\u0301", "\u200d"]
+    docs = [f"{cafe} नमस्ते", "a\u0301\u0302b_c\u0903 \u0301"]
+    assert f.bucket_ids(docs)[0].tolist() == _python_ids(f, docs)
+    _, words = f.log_weights_and_tokens([cafe, "नमस्ते दुनिया", "! \u0301 --"], np.zeros(10_000))
+    assert words.tolist() == [1, 2, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60), max_size=5))
+def test_ascii_tokens_are_nltks_wordpunct_tokens(docs: list[str]) -> None:
+    f = HashedNgrams()
+    for doc in docs:
+        assert f.tokenize(doc) == TOKEN_RE.findall(doc.lower())
+    expected = [f.bucket(" ".join(gram)) for d in docs for gram in _legacy_ngrams(d)]
+    assert f.bucket_ids(docs)[0].tolist() == expected
+
+
+def _legacy_ngrams(doc: str, n: int = 2) -> list[list[str]]:
+    tokens = TOKEN_RE.findall(doc.lower())
+    return [tokens[t : t + k] for t in range(len(tokens)) for k in range(1, n + 1)
+            if t + k <= len(tokens)]  # fmt: skip
+
+
+def test_models_of_the_previous_tokenizer_load_with_a_warning() -> None:
+    config = {**HashedNgrams().config(), "tokenizer": "regex:\\w+|[^\\w\\s]+"}
+    with pytest.warns(UserWarning, match="previous tokenizer"):
+        assert HashedNgrams.from_config(config) == HashedNgrams()
+    with pytest.raises(ValueError, match="tokenizer 'whitespace' is not supported"):
+        HashedNgrams.from_config({**config, "tokenizer": "whitespace"})

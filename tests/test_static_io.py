@@ -216,3 +216,28 @@ def test_gzip_files_are_read_here_even_with_spans(tmp_path: Path) -> None:
         f.write(b'{"text": "a"}\n{"text": "b"}\n')
     chunks = list(iter_chunks(Files(tmp_path / "d.jsonl.gz"), ["text"], spans=True))
     assert [c.span for c in chunks] == [None] and chunks[0].start == 1
+
+
+def test_truncated_gzip_names_the_file(tmp_path: Path) -> None:
+    rows = "".join(json.dumps({"text": f"document number {i}"}) + "\n" for i in range(5000))
+    data = gzip.compress(rows.encode())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(InputError, match=r"cut\.jsonl\.gz' is truncated"):
+        list(iter_records(path))
+    path.write_bytes(b"plain text, not gzip\n")
+    with pytest.raises(InputError, match=r"cut\.jsonl\.gz' is not a valid gzip file"):
+        list(iter_records(path))
+
+
+def test_corrupt_parquet_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"these bytes are not a parquet file" * 20)
+    with pytest.raises(InputError, match=r"broken\.parquet' cannot be read as Parquet"):
+        list(iter_records(path))
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(3000)]}), good)
+    data = good.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the footer is gone
+    with pytest.raises(InputError, match=r"broken\.parquet' cannot be read as Parquet"):
+        list(iter_records(path))

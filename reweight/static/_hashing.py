@@ -2,10 +2,11 @@
 
 Documents arrive as one UTF-8 byte buffer plus offsets (document i is
 ``data[offsets[i]:offsets[i + 1]]``). Each kernel decodes code points, classifies them with a
-table built from Python's own ``re`` module (``\\w`` word characters, ``\\s`` whitespace,
-anything else punctuation), cuts tokens exactly like ``re.findall(r"\\w+|[^\\w\\s]+", text)``,
-and hashes every n-gram's UTF-8 bytes (tokens joined by one space) with 64-bit FNV-1a followed
-by the murmur3 ``fmix64`` finaliser; the bucket is Lemire's multiply-shift reduction of the top
+table built from Python's own ``re`` module and ``unicodedata`` (``\\w`` word characters,
+``\\s`` whitespace, combining marks and joiners that extend a word, anything else
+punctuation), cuts tokens exactly like :func:`reweight.static.features.token_pattern`, and
+hashes every n-gram's UTF-8 bytes (tokens joined by one space) with 64-bit FNV-1a followed by
+the murmur3 ``fmix64`` finaliser; the bucket is Lemire's multiply-shift reduction of the top
 32 bits, ``((h >> 32) * num_buckets) >> 32`` (uniform, and no division). Nothing depends on
 ``PYTHONHASHSEED``, the process, the platform or the run. Each token is hashed while it is cut
 (one pass); a bigram continues the first token's FNV state with a space and the second token.
@@ -14,6 +15,7 @@ by the murmur3 ``fmix64`` finaliser; the bucket is Lemire's multiply-shift reduc
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 import numba
@@ -33,7 +35,8 @@ _U_33 = np.uint64(33)
 _U_32 = np.uint64(32)
 _U_SPACE = np.uint64(0x20)
 
-SPACE, WORD, PUNCT = 0, 1, 2  # character classes in the table
+SPACE, WORD, PUNCT, EXTEND = 0, 1, 2, 3  # character classes in the table
+JOINERS = (0x200C, 0x200D)  # zero-width non-joiner and joiner: part of a word, like marks
 
 
 def bucket_of(data: bytes, num_buckets: int) -> int:
@@ -66,17 +69,36 @@ def stable_hash64(data: bytes) -> int:
 
 
 @lru_cache(maxsize=1)
-def char_classes() -> np.ndarray:
-    """uint8 class of every code point (0 whitespace, 1 word, 2 punctuation), from ``re``.
+def word_extenders() -> tuple[int, ...]:
+    """Code points that continue a word token but cannot start one: every combining mark
+    (Unicode category M*: Mn, Mc, Me) and the zero-width (non-)joiners U+200C, U+200D.
 
-    Built once per process (~0.1 s) from the running Python's Unicode database, so the kernels
-    tokenise exactly like ``re.findall(r"\\w+|[^\\w\\s]+", text)``.
+    Example:
+        >>> extenders = word_extenders()
+        >>> 0x0301 in extenders, 0x094D in extenders, ord("a") in extenders
+        (True, True, False)
+    """
+    category = unicodedata.category
+    marks = [c for c in range(0x110000) if category(chr(c))[0] == "M"]
+    return tuple(sorted({*marks, *JOINERS}))
+
+
+@lru_cache(maxsize=1)
+def char_classes() -> np.ndarray:
+    """uint8 class of every code point (0 whitespace, 1 word, 2 punctuation, 3 extender).
+
+    Built once per process (~0.3 s) from the running Python's ``re`` (``\\w``, ``\\s``) and
+    ``unicodedata`` (:func:`word_extenders`, none of which is ``\\w`` or ``\\s``), so the
+    kernels tokenise exactly like :func:`reweight.static.features.token_pattern`. An extender
+    continues a word token and is punctuation anywhere else.
     """
     everything = "".join(map(chr, range(0x110000)))
     table = np.full(0x110000, PUNCT, dtype=np.uint8)
     for pattern, cls in ((r"\w+", WORD), (r"\s+", SPACE)):
         for match in re.finditer(pattern, everything):
             table[match.start() : match.end()] = cls
+    extenders = np.asarray(word_extenders(), dtype=np.int64)
+    table[extenders[table[extenders] == PUNCT]] = EXTEND
     table.setflags(write=False)
     return table
 
@@ -113,37 +135,41 @@ def _tokenize(
     ts: np.ndarray,
     te: np.ndarray,
     th: np.ndarray,
-) -> int:
+) -> tuple[int, int]:
     """Token byte spans [ts[k], te[k]) of data[start:end] and each token's FNV-1a state th[k]
-    (one pass); returns the token count."""
+    (one pass); returns (token count, word-token count)."""
     ntok = 0
+    nword = 0
     prev = SPACE
     h = _U_OFFSET
     i = start
     while i < end:
         b = np.int64(data[i])
-        if b < 0x80:
-            cp = b
+        if b < 0x80:  # ASCII: no combining marks
+            cls = table[b]
             width = 1
-        elif b < 0xE0:
-            cp = ((b & 0x1F) << 6) | (np.int64(data[i + 1]) & 0x3F)
-            width = 2
-        elif b < 0xF0:
-            cp = (
-                ((b & 0x0F) << 12)
-                | ((np.int64(data[i + 1]) & 0x3F) << 6)
-                | (np.int64(data[i + 2]) & 0x3F)
-            )
-            width = 3
         else:
-            cp = (
-                ((b & 0x07) << 18)
-                | ((np.int64(data[i + 1]) & 0x3F) << 12)
-                | ((np.int64(data[i + 2]) & 0x3F) << 6)
-                | (np.int64(data[i + 3]) & 0x3F)
-            )
-            width = 4
-        cls = table[cp]
+            if b < 0xE0:
+                cp = ((b & 0x1F) << 6) | (np.int64(data[i + 1]) & 0x3F)
+                width = 2
+            elif b < 0xF0:
+                cp = (
+                    ((b & 0x0F) << 12)
+                    | ((np.int64(data[i + 1]) & 0x3F) << 6)
+                    | (np.int64(data[i + 2]) & 0x3F)
+                )
+                width = 3
+            else:
+                cp = (
+                    ((b & 0x07) << 18)
+                    | ((np.int64(data[i + 1]) & 0x3F) << 12)
+                    | ((np.int64(data[i + 2]) & 0x3F) << 6)
+                    | (np.int64(data[i + 3]) & 0x3F)
+                )
+                width = 4
+            cls = table[cp]
+            if cls == EXTEND:  # a combining mark or joiner: part of a word, else punctuation
+                cls = WORD if prev == WORD else PUNCT
         if cls == SPACE:
             if prev != SPACE:
                 th[ntok - 1] = h
@@ -154,6 +180,8 @@ def _tokenize(
                     th[ntok - 1] = h
                 ts[ntok] = i
                 ntok += 1
+                if cls == WORD:
+                    nword += 1
                 prev = cls
                 h = _U_OFFSET
             te[ntok - 1] = i + width
@@ -161,7 +189,7 @@ def _tokenize(
         i += width
     if prev != SPACE:
         th[ntok - 1] = h
-    return ntok
+    return ntok, nword
 
 
 @numba.njit(cache=True, nogil=True)
@@ -178,8 +206,9 @@ def _doc_buckets(
     out: np.ndarray,
 ) -> tuple[int, int]:
     """Bucket ids of every n-gram of one document, position-major: for each token t, the
-    n-grams starting at t in increasing order (unigram, bigram, ...). Returns (n-grams, tokens)."""
-    ntok = _tokenize(data, start, end, table, ts, te, th)
+    n-grams starting at t in increasing order (unigram, bigram, ...). Returns (n-grams, word
+    tokens)."""
+    ntok, nword = _tokenize(data, start, end, table, ts, te, th)
     buckets = np.uint64(num_buckets)
     count = 0
     for t in range(ntok):
@@ -193,7 +222,7 @@ def _doc_buckets(
             h = _fnv(h, data, ts[t + order], te[t + order])
             out[count] = _bucket(h, buckets)
             count += 1
-    return count, ntok
+    return count, nword
 
 
 @numba.njit(cache=True, nogil=True)
@@ -262,19 +291,19 @@ def log_weights(
     num_buckets: int,
     log_ratio: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(log w(x) = Σ over the document's n-grams of log_ratio[bucket], token count), per
+    """(log w(x) = Σ over the document's n-grams of log_ratio[bucket], word-token count), per
     document."""
     ts, te, th, out = _scratch(offsets, n)
     ndocs = offsets.size - 1
     result = np.zeros(ndocs, np.float64)
     tokens = np.zeros(ndocs, np.int64)
     for i in range(ndocs):
-        count, ntok = _doc_buckets(
+        count, nword = _doc_buckets(
             data, offsets[i], offsets[i + 1], table, n, num_buckets, ts, te, th, out
         )
         acc = 0.0
         for j in range(count):
             acc += log_ratio[out[j]]
         result[i] = acc
-        tokens[i] = ntok
+        tokens[i] = nword
     return result, tokens

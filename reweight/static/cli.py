@@ -8,7 +8,10 @@ A typical run::
         --seed 0 --out selected.jsonl
     python -m reweight.static kl --model model/ --selected selected.jsonl
 
-``logw.npy`` plugs into training as ``reweight.StaticImportance(log_weights="logw.npy")``.
+``weights`` gives documents of fewer than 3 word tokens (``--min-tokens``) log weight -inf, so
+``resample`` never selects them, and says how many it dropped. Weights written with
+``--min-tokens 0`` plug into training as ``reweight.StaticImportance(log_weights="logw.npy")``
+(which needs finite values).
 Errors in the input are reported as one line (no traceback): exit code 2 for bad input or
 arguments, 1 for other failures (e.g. a full disk).
 """
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from reweight.static.density import DensityRatioEstimator
-from reweight.static.dsir import DSIRModel, fit
+from reweight.static.dsir import DEFAULT_MIN_TOKENS, DSIRModel, fit
 from reweight.static.features import HashedNgrams
 from reweight.static.io import FORMATS, Files
 from reweight.static.kl import kl_report
@@ -120,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-tokens",
         type=int,
-        default=0,
-        help="give documents with fewer tokens log weight -inf, so `resample` never selects "
-        "them (data-selection uses 100); keep 0 for training weights (default: 0)",
+        default=DEFAULT_MIN_TOKENS,
+        help="give documents with fewer word tokens (punctuation does not count) log weight "
+        "-inf, so `resample` never selects them; 0 keeps every document, as training weights "
+        f"need (StaticImportance takes finite values only) (default: {DEFAULT_MIN_TOKENS})",
     )
     _add_reading(p)
 
@@ -218,16 +222,28 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         min_tokens=args.min_tokens,
     )
-    if count == 0:
-        raise ValueError(f"the raw files {args.raw} hold no documents.")
     logw = np.load(args.out, mmap_mode="r")
     finite = np.isfinite(logw)
-    excluded = f"; {int((~finite).sum())} under --min-tokens set to -inf" if args.min_tokens else ""
+    dropped = count - int(finite.sum())
     shown = logw[finite] if finite.any() else np.zeros(1)
     print(
         f"wrote {count} log weights to {args.out} (min {float(np.min(shown)):.4g}, "
-        f"mean {float(np.mean(shown)):.4g}, max {float(np.max(shown)):.4g}{excluded})"
+        f"mean {float(np.mean(shown)):.4g}, max {float(np.max(shown)):.4g} over the finite ones)"
     )
+    if args.min_tokens == 0:
+        print("min-tokens filter: off (--min-tokens 0); every document can be selected")
+        return 0
+    print(
+        f"min-tokens filter: dropped {dropped} of {count} documents with fewer than "
+        f"{args.min_tokens} word tokens (log weight -inf: never selected; --min-tokens 0 "
+        "keeps them)"
+    )
+    if dropped == count:
+        warnings.warn(
+            f"every document has fewer than {args.min_tokens} word tokens, so none can be "
+            "selected; lower --min-tokens (0 keeps every document).",
+            stacklevel=1,
+        )
     return 0
 
 
@@ -251,7 +267,9 @@ def _cmd_resample(args: argparse.Namespace) -> int:
     if args.indices_out:
         np.save(args.indices_out, chosen, allow_pickle=False)
     how = "top-k" if args.top_k else f"Gumbel top-k, seed {args.seed}"
-    print(f"selected {written} of {logw.shape[0]} documents ({how}) into {args.out}")
+    never = int(np.count_nonzero(np.isneginf(logw)))
+    excluded = f"; {never} with log weight -inf never selected" if never else ""
+    print(f"selected {written} of {logw.shape[0]} documents ({how}{excluded}) into {args.out}")
     return 0
 
 

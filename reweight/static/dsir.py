@@ -44,7 +44,14 @@ from reweight.static.counting import (
 from reweight.static.features import HashedNgrams
 from reweight.static.io import LineNumbers, ReadStats
 
-__all__ = ["DSIRModel", "count_ngrams", "fit"]
+__all__ = ["DEFAULT_MIN_TOKENS", "DSIRModel", "count_ngrams", "fit"]
+
+DEFAULT_MIN_TOKENS = 3
+"""The selection default (``python -m reweight.static weights --min-tokens``): documents with
+fewer word tokens get log weight ``-inf``. An empty or one-word document sums almost no log
+ratios, so its weight (about 0) would beat most real documents in a selection. The Python
+methods default to 0, because their weights also feed ``StaticImportance``, which needs finite
+values: pass ``min_tokens=DEFAULT_MIN_TOKENS`` when the weights are for a selection."""
 
 _FORMAT = "reweight.static.DSIRModel"
 _VERSION = 1
@@ -213,15 +220,22 @@ class DSIRModel:
             progress: show a progress bar with documents/s on stderr.
             block_bytes: bytes per block of file handed to a worker (default: automatic,
             64 KiB to 4 MiB, so that every worker gets several blocks).
-            min_tokens: documents with fewer tokens get log weight ``-inf``, so that
-                :func:`~reweight.static.importance_resample` never selects them (the reference
-                package drops documents under 100 tokens from selection). Leave 0 for training
-                weights: ``StaticImportance`` needs finite values.
+            min_tokens: documents with fewer word tokens (tokens that start with a letter,
+                digit or underscore; punctuation does not count) get log weight ``-inf``, so
+                that :func:`~reweight.static.importance_resample` never selects them. For a
+                selection pass :data:`DEFAULT_MIN_TOKENS` (3, the command line's default), which
+                drops empty and one- or two-word documents: their weight (about 0) would
+                otherwise beat most real documents (the reference package drops documents under
+                100 tokens). The default 0 keeps every document finite, as training weights need
+                (``StaticImportance`` takes finite values only).
 
         Example:
-            >>> model = fit(raw=["a b", "c d"], target=["a b"])
-            >>> model.log_importance_weights(["a b", "c d", ""]).round(2).tolist()
-            [2.08, -49.89, 0.0]
+            >>> model = fit(raw=["a b c", "c d e"], target=["a b c"])
+            >>> docs = ["a b c", "c d e", "a b", ""]
+            >>> model.log_importance_weights(docs).round(2).tolist()
+            [2.77, -64.47, 2.08, 0.0]
+            >>> model.log_importance_weights(docs, min_tokens=DEFAULT_MIN_TOKENS).round(2).tolist()
+            [2.77, -64.47, -inf, -inf]
         """
         parts = list(
             self._weight_blocks(
@@ -252,8 +266,9 @@ class DSIRModel:
     ) -> int:
         """Streams the log weights of every document into a ``.npy`` file (bounded memory).
 
-        The file is written under a temporary name and moved into place only when complete.
-        Returns the number of documents. Arguments as for :meth:`log_importance_weights`.
+        The file is written under a temporary name and moved into place only when complete;
+        on any error (including a source with no documents) nothing is left behind. Returns the
+        number of documents. Arguments as for :meth:`log_importance_weights`.
 
         Example:
             >>> import pathlib, tempfile
@@ -273,6 +288,12 @@ class DSIRModel:
                 min_tokens=min_tokens,
             ):
                 writer.write(weights)
+            if writer.count == 0:  # raising here discards the partial file
+                raise ValueError(
+                    f"the raw corpus ({describe(source)}) has no documents (empty, or only blank "
+                    f"or skipped lines); nothing was written to {str(path)!r}. Check the files "
+                    "and --text-field."
+                )
         return writer.count
 
     # ----- persistence ----------------------------------------------------------------------

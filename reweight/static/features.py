@@ -5,10 +5,15 @@ Specification (the numba kernels implement exactly this; the pure-Python methods
 :meth:`HashedNgrams.bucket` are the reference the tests compare against):
 
 1. **Lower-case** the document with Python's ``str.lower()`` (full Unicode case mapping).
-2. **Tokenise** with the regular expression ``\\w+|[^\\w\\s]+`` (the pattern of NLTK's
-   ``WordPunctTokenizer``, which DSIR uses): maximal runs of word characters (letters, digits,
-   underscore — Unicode-aware, as in Python's ``re``) and maximal runs of other non-space
-   characters (punctuation, symbols, emoji). Whitespace separates tokens and is dropped.
+2. **Tokenise** with the regular expression ``\\w[\\w\\p{M}\\u200c\\u200d]*|[^\\w\\s]+`` (NLTK's
+   ``WordPunctTokenizer`` pattern ``\\w+|[^\\w\\s]+``, which DSIR uses, made to keep words
+   whole): a *word token* is a word character (letter, digit or underscore — Unicode-aware, as
+   in Python's ``re``) followed by any run of word characters, combining marks (Unicode
+   categories Mn, Mc, Me) and zero-width (non-)joiners, so ``e`` + U+0301 and Devanagari
+   ``नमस्ते`` stay one token; a *punctuation token* is a maximal run of other non-space
+   characters (punctuation, symbols, emoji, and marks that follow no word character).
+   Whitespace separates tokens and is dropped. Text without combining marks or joiners (all
+   ASCII text) tokenises exactly as with NLTK's pattern.
 3. **N-grams** of orders 1..``ngrams`` (default 2: unigrams and bigrams); an n-gram's string is
    its tokens joined by one space (``"new york"``).
 4. **Hash** the n-gram's UTF-8 bytes (lone surrogates encoded with ``surrogatepass``) with
@@ -19,27 +24,50 @@ Specification (the numba kernels implement exactly this; the pure-Python methods
 
 Character classes come from the running Python's Unicode database (recorded as
 ``unicode_version`` in saved models): characters assigned in a newer Unicode version may
-tokenise differently on an older Python.
+tokenise differently on an older Python. (Python's ``re`` has no ``\\p{M}``:
+:func:`token_pattern` spells the marks out as code point ranges.)
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from reweight.static import _hashing
 
-__all__ = ["HASH_NAME", "TOKENIZER_NAME", "HashedNgrams", "encode_documents"]
+__all__ = ["HASH_NAME", "TOKENIZER_NAME", "HashedNgrams", "encode_documents", "token_pattern"]
 
-TOKENIZER_NAME = "regex:\\w+|[^\\w\\s]+"
+TOKENIZER_NAME = "regex:\\w[\\w\\p{M}\\u200c\\u200d]*|[^\\w\\s]+"
+LEGACY_TOKENIZER_NAME = "regex:\\w+|[^\\w\\s]+"  # split marks from their letters
 HASH_NAME = "fnv1a64+fmix64+mulshift32"
-_TOKEN_RE = re.compile(r"\w+|[^\w\s]+")
 _MAX_NGRAMS = 8
+
+
+@lru_cache(maxsize=1)
+def token_pattern() -> re.Pattern[str]:
+    """The compiled tokenizer regex, ``\\w[\\w\\p{M}\\u200c\\u200d]*|[^\\w\\s]+``, with the
+    combining marks and joiners (:func:`~reweight.static._hashing.word_extenders`) spelled out
+    as ranges for Python's ``re``.
+
+    Example:
+        >>> token_pattern().findall("cafe\\u0301 ok!") == ["cafe\\u0301", "ok", "!"]
+        True
+    """
+    ranges: list[list[int]] = []
+    for cp in _hashing.word_extenders():
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    extend = "".join(f"\\U{a:08x}-\\U{b:08x}" if a < b else f"\\U{a:08x}" for a, b in ranges)
+    return re.compile(rf"\w[\w{extend}]*|[^\w\s]+")
 
 
 def encode_documents(docs: Sequence[str], lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -121,13 +149,15 @@ class HashedNgrams:
     # ----- the specification, in pure Python -------------------------------------------------
 
     def tokenize(self, text: str) -> list[str]:
-        """Tokens of one document: ``re.findall(r"\\w+|[^\\w\\s]+", text.lower())``.
+        """Tokens of one document: ``token_pattern().findall(text.lower())``.
 
         Example:
             >>> HashedNgrams().tokenize("Don't panic -- it's 42°C!")
             ['don', "'", 't', 'panic', '--', 'it', "'", 's', '42', '°', 'c', '!']
+            >>> len(HashedNgrams().tokenize("cafe\u0301 नमस्ते"))  # marks stay in their word
+            2
         """
-        return _TOKEN_RE.findall(text.lower() if self.lowercase else text)
+        return token_pattern().findall(text.lower() if self.lowercase else text)
 
     def ngram_strings(self, text: str) -> list[str]:
         """Every n-gram of one document, position-major (for each token: orders 1..ngrams).
@@ -215,11 +245,14 @@ class HashedNgrams:
     def log_weights_and_tokens(
         self, docs: Iterable[str], log_ratio: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(log weights as in :meth:`log_weights`, int64 token count of each document).
+        """(log weights as in :meth:`log_weights`, int64 word-token count of each document).
+
+        Word tokens are the tokens that start with a word character: punctuation and symbol
+        tokens are not counted.
 
         Example:
             >>> HashedNgrams().log_weights_and_tokens(["a b, c", ""], np.zeros(10_000))[1].tolist()
-            [4, 0]
+            [3, 0]
         """
         ratio = np.array(log_ratio, dtype=np.float64)  # writable: one compiled specialisation
         if ratio.shape != (self.num_buckets,):
@@ -254,6 +287,15 @@ class HashedNgrams:
             >>> HashedNgrams.from_config(HashedNgrams(num_buckets=5).config()).num_buckets
             5
         """
+        if config.get("tokenizer") == LEGACY_TOKENIZER_NAME:
+            warnings.warn(
+                "this model was fitted with the previous tokenizer, which split combining marks "
+                "(e.g. e + U+0301, Devanagari vowel signs) from their letters; text without "
+                "them gets the same buckets, other text slightly different ones. Refit the "
+                "model for exact weights.",
+                stacklevel=2,
+            )
+            config = {**config, "tokenizer": TOKENIZER_NAME}
         for key, expected in (("tokenizer", TOKENIZER_NAME), ("hash", HASH_NAME)):
             if config.get(key, expected) != expected:
                 raise ValueError(

@@ -30,6 +30,7 @@ import gzip
 import json
 import os
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,13 +291,29 @@ def _open_binary(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
+def _read_block(handle: BinaryIO, size: int, path: Path) -> bytes:
+    """``handle.read(size)``, turning a damaged gzip stream into an InputError naming the file."""
+    try:
+        return handle.read(size)
+    except EOFError:
+        raise InputError(
+            f"{str(path)!r} is truncated: its gzip stream ends early (an interrupted download or "
+            "copy?). Fetch or compress the file again; `gzip -t FILE` checks it."
+        ) from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(
+            f"{str(path)!r} is not a valid gzip file ({exc}). Fetch or compress it again, or "
+            "drop the .gz suffix if it is not compressed."
+        ) from None
+
+
 def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, bytes]]:
     """(first line number, bytes of whole lines) blocks of a line-oriented file."""
     with _open_binary(path) as handle:
         lineno = 1
         pending: list[bytes] = []
         while True:
-            data = handle.read(block_bytes)
+            data = _read_block(handle, block_bytes, path)
             if not data:
                 break
             cut = data.rfind(b"\n")
@@ -318,6 +335,46 @@ def _check_fields(fields: Sequence[str]) -> tuple[str, ...]:
     if not out or not all(isinstance(f, str) and f for f in out):
         raise ValueError(f"fields must be non-empty strings, got {fields!r}.")
     return out
+
+
+def _parquet_error(path: Path, exc: BaseException) -> InputError:
+    return InputError(
+        f"{str(path)!r} cannot be read as Parquet ({exc}). The file may be truncated or not a "
+        "Parquet file: fetch or write it again, or give its real format (--format)."
+    )
+
+
+def _parquet_chunks(
+    path: Path, fields: Sequence[str], columns: list[str] | None, parquet_rows: int
+) -> Iterator[Chunk]:
+    """Record-batch chunks of one Parquet file; a corrupt file raises InputError naming it."""
+    pq = _pyarrow_parquet()
+    import pyarrow
+
+    errors = (pyarrow.ArrowException, OSError)
+    try:
+        pfile = pq.ParquetFile(path)
+        names = list(pfile.schema_arrow.names)
+    except errors as exc:
+        raise _parquet_error(path, exc) from None
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise InputError(
+            f"{str(path)!r}: no column(s) {missing}; available columns: {names}. "
+            "Choose the text column with text_field=... (--text-field)."
+        )
+    batches = pfile.iter_batches(batch_size=parquet_rows, columns=columns)
+    row = 1
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except errors as exc:
+            raise _parquet_error(path, exc) from None
+        if batch.num_rows:
+            yield Chunk(str(path), "parquet", row, batch)
+            row += batch.num_rows
 
 
 def iter_chunks(
@@ -356,21 +413,9 @@ def iter_chunks(
                     "Parquet files for records with several fields."
                 )
         if kind == "parquet":
-            pq = _pyarrow_parquet()
-            pfile = pq.ParquetFile(path)
-            names = list(pfile.schema_arrow.names)
-            missing = [f for f in fields if f not in names]
-            if missing:
-                raise InputError(
-                    f"{str(path)!r}: no column(s) {missing}; available columns: {names}. "
-                    "Choose the text column with text_field=... (--text-field)."
-                )
-            columns = None if all_columns else list(fields)
-            row = 1
-            for batch in pfile.iter_batches(batch_size=parquet_rows, columns=columns):
-                if batch.num_rows:
-                    yield Chunk(str(path), "parquet", row, batch)
-                    row += batch.num_rows
+            yield from _parquet_chunks(
+                path, fields, None if all_columns else list(fields), parquet_rows
+            )
         elif spans and path.suffix.lower() != ".gz":
             size = path.stat().st_size
             for begin in range(0, size, block_bytes):

@@ -107,7 +107,8 @@ def importance_resample(
     if finite < k:
         raise ValueError(
             f"only {finite} of {n} items have a finite log weight (-inf means never select), "
-            f"fewer than k={k}; lower k."
+            f"fewer than k={k}; lower k, or keep more documents when computing the weights "
+            "(a smaller min_tokens, --min-tokens)."
         )
     return np.sort(best_index)
 
