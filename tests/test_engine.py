@@ -258,12 +258,29 @@ def test_static_length_mismatch_raises() -> None:
         _rw(sources=[StaticImportance(np.zeros(N - 1))])
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_static_non_finite_raises(bad: float) -> None:
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_static_nan_or_plus_inf_raises(bad: float) -> None:
     logw = np.zeros(N)
     logw[7] = bad
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
         _rw(sources=[StaticImportance(logw)])
+
+
+def test_static_minus_inf_excludes_items_in_sample_mode_only() -> None:
+    """−inf log weights (what `python -m reweight.static weights --min-tokens` writes for too
+    short documents) are never drawn; the other items keep their relative factors."""
+    logw = np.linspace(-1.0, 1.0, N)
+    excluded = np.arange(0, N, 5)
+    logw[excluded] = -math.inf
+    rw = _rw(sources=[StaticImportance(logw, clip=3.0)])
+    drawn = rw.sampler.sample(20_000, seed=1)
+    assert not np.isin(drawn, excluded).any()
+    assert np.unique(drawn).size == N - excluded.size  # everything else is reachable
+    for mode in ("weight", "proposal"):
+        with pytest.raises(ValueError, match=r"-inf.*mode='sample'.*--min-tokens 0"):
+            _rw(sources=[StaticImportance(logw, mode=mode)])
+    with pytest.raises(ValueError, match="every one of the"):
+        _rw(sources=[StaticImportance(np.full(N, -math.inf))])
 
 
 # ---------------------------------------------------------------- state

@@ -21,7 +21,8 @@ class StaticImportance(Source):
 
     Args:
         log_weights: per-item log importance weights, or the path of a ``.npy`` file of them
-            (e.g. from ``python -m reweight.static``).
+            (e.g. from ``python -m reweight.static``); −inf excludes an item (never drawn;
+            ``mode="sample"`` only).
         beta: temper (0 ignores the weights, 1 uses them as they are).
         clip: clip the log weights to [−c, c] (a number) or [lo, hi] (a pair).
         floor: smallest factor relative to the mean factor (keeps every item reachable).
@@ -58,10 +59,19 @@ class StaticImportance(Source):
             factor = static_factor(
                 load_per_item(where, self.log_weights), self.beta, self.clip, self.floor
             )
-        if factor.min() < FLOAT32_TINY:
+        excluded = int((factor == 0).sum())
+        if excluded and self.mode != "sample":
+            raise ValueError(
+                f"{self.label}.log_weights has {excluded} item(s) at -inf (excluded, e.g. by "
+                f"`--min-tokens`), which mode={self.mode!r} cannot honour (an excluded item "
+                "would still be drawn or still be a target); use mode='sample', or write the "
+                "weights with `--min-tokens 0`."
+            )
+        kept = factor[factor > 0]
+        if kept.min() < FLOAT32_TINY:
             raise ValueError(
                 f"{self.label}.floor={self.floor!r} lets factors fall to "
-                f"{float(factor.min())!r}, below float32's smallest normal number "
+                f"{float(kept.min())!r}, below float32's smallest normal number "
                 f"{FLOAT32_TINY:.3g} (the sampler stores factors as float32); raise the floor or "
                 "lower beta."
             )

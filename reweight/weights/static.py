@@ -94,7 +94,9 @@ def static_factor(
     """a_i = max(exp(β · clip(log w_i) − max), floor · mean), computed in float64.
 
     Args:
-        log_weights: per-item log importance weights (finite).
+        log_weights: per-item log importance weights: finite, or −inf for an item that is
+            excluded (factor exactly 0, never floored; what ``python -m reweight.static
+            weights --min-tokens`` writes for documents that are too short).
         beta: temper; 0 ignores the weights (all factors 1), 1 uses them as they are.
         clip: bound for the log weights: ``c`` clips to [−c, c], ``(lo, hi)`` to [lo, hi].
         floor: smallest factor relative to the mean factor, so no item becomes unreachable
@@ -108,19 +110,31 @@ def static_factor(
         [0.3679, 0.6065, 1.0]
         >>> static_factor([0.0, -100.0], clip=5.0, floor=0.0).round(4).tolist()
         [1.0, 0.0067]
+        >>> static_factor([0.0, float("-inf")], clip=5.0).tolist()   # excluded: exactly 0
+        [1.0, 0.0]
     """
     logw = np.asarray(log_weights, dtype=np.float64).reshape(-1)
     if logw.size == 0:
         raise ValueError("log_weights is empty; give one log weight per item.")
-    bad = ~np.isfinite(logw)
+    excluded = logw == -np.inf
+    bad = ~np.isfinite(logw) & ~excluded
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"log_weights has {int(bad.sum())} non-finite value(s) (first at item {first}: "
+            f"log_weights has {int(bad.sum())} NaN or +inf value(s) (first at item {first}: "
             f"{float(logw[first])!r}); replace them or use `clip` after masking them to finite "
-            "values."
+            "values (−inf is allowed: it excludes the item)."
+        )
+    if excluded.all():
+        raise ValueError(
+            f"every one of the {logw.size} log weights is -inf (every item excluded, e.g. by "
+            "`--min-tokens`); lower the minimum or check the weights file."
         )
     beta, bounds, floor = check_static_params(beta, clip, floor)
+    if excluded.any():
+        factor = np.zeros(logw.size, dtype=np.float64)
+        factor[~excluded] = static_factor(logw[~excluded], beta, clip, floor)
+        return factor
     if bounds is not None:
         logw = np.clip(logw, *bounds)
     with np.errstate(over="ignore"):
