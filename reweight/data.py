@@ -343,6 +343,130 @@ class IndexedDataset(Dataset[dict[str, Any]]):
         ids = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
         return cls(ConcatDataset(parts), domains=ids, domain_names=list(datasets.keys()))
 
+    @classmethod
+    def from_token_files(
+        cls,
+        files: Mapping[str, Any],
+        block_size: int,
+        dtype: Any = None,
+        shift: bool = True,
+    ) -> IndexedDataset:
+        """Fixed-length blocks of packed token files (nanoGPT / Megatron layout), one domain
+        per name, memory-mapped and never loaded.
+
+        Items are ``{"input_ids": LongTensor, "index": i, "domain": d}``. With ``shift=True``
+        (default) ``input_ids`` holds ``block_size + 1`` tokens: train on
+        ``x, y = input_ids[:, :-1], input_ids[:, 1:]``. With ``shift=False`` it holds
+        ``block_size`` tokens (for models that shift ``labels=input_ids`` themselves). Domain
+        ids come from the file sizes alone; see :class:`reweight.token_data.TokenBlocks`.
+
+        Args:
+            files: Domain names mapped to a token file or a list of files (shards): ``.npy``
+                (dtype from its header) or raw tokens (``.bin``, read with ``dtype``).
+            block_size: Tokens per block (the context length).
+            dtype: Dtype of the raw files: ``"uint16"``, ``"uint32"``, ``"int32"`` or
+                ``"int64"``; required when there are raw files.
+            shift: One extra token per block for the shifted targets.
+
+        Returns:
+            An :class:`IndexedDataset` over a :class:`~reweight.token_data.TokenBlocks`, which
+            DataLoader workers pickle without the data and map lazily.
+
+        Raises:
+            FileNotFoundError: If a file is missing.
+            ValueError: If ``files`` is empty, the dtype is unknown or missing for a raw file,
+                a raw file's size is not a multiple of the dtype's size, or a domain has fewer
+                tokens than one block.
+
+        Example:
+            >>> import pathlib, tempfile
+            >>> import numpy as np
+            >>> from reweight.data import IndexedDataset
+            >>> root = pathlib.Path(tempfile.mkdtemp())
+            >>> np.arange(9, dtype=np.uint16).tofile(root / "web.bin")
+            >>> np.save(root / "code.npy", np.arange(100, 105, dtype=np.uint32))
+            >>> ds = IndexedDataset.from_token_files(
+            ...     {"web": root / "web.bin", "code": root / "code.npy"}, block_size=4,
+            ...     dtype="uint16")
+            >>> ds.domain_names, ds.domains.tolist()
+            (['web', 'code'], [0, 0, 1])
+            >>> ds[2]
+            {'input_ids': tensor([100, 101, 102, 103, 104]), 'index': 2, 'domain': 1}
+        """
+        from reweight.token_data import TokenBlocks
+
+        blocks = TokenBlocks(files, block_size=block_size, dtype=dtype, shift=shift)
+        return cls(blocks, domains=blocks.domains, domain_names=blocks.domain_names)
+
+    @classmethod
+    def from_hf(
+        cls,
+        dataset: Any,
+        domain_column: str | None = None,
+        domain_names: Sequence[str] | None = None,
+    ) -> IndexedDataset:
+        """A Hugging Face ``datasets.Dataset`` with its domains, read from one column at once.
+
+        Either one dataset and the column naming each row's domain (strings, a ``ClassLabel``
+        or integer ids; read once through Arrow, no other column decoded), or a mapping of
+        domain names to datasets (one domain each, in the mapping's order). Rows come back as
+        the dataset gives them (its format, e.g. ``set_format("torch")``, applies), plus
+        ``"index"`` and ``"domain"``; a domain column named ``"domain"`` is replaced by the id.
+        Needs ``pip install 'reweight[hf]'``.
+
+        Args:
+            dataset: A map-style ``datasets.Dataset`` (not streaming), or a Mapping of domain
+                names to such datasets.
+            domain_column: The column holding each row's domain (for one dataset). None: no
+                domains.
+            domain_names: Names in id order; strings are numbered in this order (default: the
+                sorted unique names; a ``ClassLabel`` gives its label names).
+
+        Returns:
+            An :class:`IndexedDataset` over the dataset (or a concatenation of the datasets).
+
+        Raises:
+            ValueError: If the domain column is missing (the message lists the columns), holds
+                nulls, negative ids or names not in ``domain_names``.
+            TypeError: If a dataset is not a map-style ``datasets.Dataset`` (a ``DatasetDict``
+                or a streaming dataset, say), or a column is given with a mapping.
+
+        Example:
+            >>> from datasets import Dataset
+            >>> from reweight.data import IndexedDataset
+            >>> ds = Dataset.from_dict({"text": ["a", "b", "c"], "source": ["web", "code", "web"]})
+            >>> indexed = IndexedDataset.from_hf(ds, domain_column="source")
+            >>> indexed.domain_names, indexed.domains.tolist()
+            (['code', 'web'], [1, 0, 1])
+            >>> indexed[1]
+            {'text': 'b', 'source': 'code', 'index': 1, 'domain': 0}
+            >>> web, code = Dataset.from_dict({"text": ["a", "c"]}), Dataset.from_dict({"text": ["b"]})
+            >>> IndexedDataset.from_hf({"web": web, "code": code}).domains.tolist()
+            [0, 0, 1]
+        """
+        from reweight.hf_data import check_hf_dataset, domain_ids
+
+        if isinstance(dataset, Mapping) and type(dataset).__name__ not in (
+            "DatasetDict",
+            "IterableDatasetDict",
+        ):
+            if domain_column is not None or domain_names is not None:
+                raise TypeError(
+                    "IndexedDataset.from_hf got a mapping of datasets, whose keys already name "
+                    f"the domains; drop domain_column={domain_column!r} and "
+                    f"domain_names={domain_names!r}, or pass one dataset with a domain column."
+                )
+            for name, part in dataset.items():
+                check_hf_dataset(part, f"domain {name!r}")
+            return cls.concat(dataset)
+        check_hf_dataset(dataset)
+        if domain_column is None:
+            return cls(dataset, domain_names=domain_names)
+        ids, names = domain_ids(dataset, domain_column, domain_names)
+        out = cls(dataset, domains=ids, domain_names=names)
+        out._domain_key = domain_column  # a column named "domain" is replaced by the id
+        return out
+
     @property
     def domains(self) -> np.ndarray | None:
         """Read-only int64 array of domain ids, one per item, or None without domains."""

@@ -1,0 +1,342 @@
+"""Packed token files on disk, cut into fixed-length blocks and memory-mapped, never loaded.
+
+The layout of nanoGPT's ``train.bin`` and of Megatron-style corpora: each domain is one flat
+array of token ids (or several shards), written either as raw bytes (``.bin``: the dtype must be
+given, e.g. ``"uint16"``) or as a ``.npy`` file (whose header gives its dtype).
+:class:`TokenBlocks` cuts every file into blocks of ``block_size`` tokens and returns block
+``i`` as ``{"input_ids": LongTensor}``. Only the block asked for is read.
+
+With ``shift=True`` (the default) an item holds ``block_size + 1`` tokens, so that
+``x, y = t[:-1], t[1:]`` are both ``block_size`` long, as nanoGPT's ``get_batch`` and Megatron's
+GPT dataset do; consecutive blocks share one token, so every token after a file's first is a
+target exactly once. With ``shift=False`` an item holds ``block_size`` tokens and blocks do not
+overlap (for Hugging Face causal LMs, which take ``labels=input_ids`` and shift inside the
+model). Blocks never cross a file boundary; the few tokens after a file's last whole block are
+not used (:attr:`TokenBlocks.unused_tokens`).
+
+The dataset holds file names and sizes only: it pickles in bytes and each DataLoader worker
+opens its own memory maps on first use, so memory stays flat whatever the corpus size (the
+pages read are file cache, shared and reclaimable, not process memory).
+
+Example:
+    >>> import pathlib, tempfile
+    >>> import numpy as np
+    >>> from reweight.token_data import TokenBlocks
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> np.arange(10, dtype=np.uint16).tofile(root / "web.bin")
+    >>> np.save(root / "code.npy", np.arange(100, 107, dtype=np.uint32))
+    >>> blocks = TokenBlocks({"web": root / "web.bin", "code": root / "code.npy"},
+    ...                      block_size=3, dtype="uint16")
+    >>> len(blocks), blocks.domain_names, blocks.domains.tolist()
+    (5, ['web', 'code'], [0, 0, 0, 1, 1])
+    >>> blocks[1]["input_ids"], blocks[4]["input_ids"]
+    (tensor([3, 4, 5, 6]), tensor([103, 104, 105, 106]))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["TOKEN_DTYPES", "TokenBlocks"]
+
+TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64")
+"""Token dtypes accepted: ``uint16`` (vocabularies below 65,536, e.g. GPT-2's), ``uint32``
+(larger vocabularies, e.g. Llama 3's), and the signed ``int32`` / ``int64`` some tools write."""
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One token file: where it is, how to read it, and which global items it holds."""
+
+    path: str
+    domain: int
+    dtype: str
+    npy: bool  # .npy (header gives dtype and offset) or raw bytes
+    tokens: int
+    first: int  # global index of the segment's first block
+    blocks: int
+
+
+def _dtype_name(dtype: Any, where: str) -> str:
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in TOKEN_DTYPES:
+        raise ValueError(
+            f"unknown token dtype {dtype!r}{where}; valid dtypes: {', '.join(TOKEN_DTYPES)}. "
+            "nanoGPT-style .bin files of GPT-2 tokens are 'uint16'; vocabularies of 65,536 "
+            "tokens or more need 'uint32'."
+        )
+    return name
+
+
+def _check_block_size(block_size: Any) -> int:
+    if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer):
+        raise TypeError(
+            f"block_size must be a positive int (tokens per block), got {block_size!r} "
+            f"({type(block_size).__name__})."
+        )
+    if block_size < 1:
+        raise ValueError(
+            f"block_size must be a positive int (tokens per block), got {block_size}. "
+            "Use the model's context length, e.g. block_size=1024."
+        )
+    return int(block_size)
+
+
+def _domain_paths(name: str, value: Any) -> list[Path]:
+    items = [value] if isinstance(value, str | os.PathLike) else value
+    if isinstance(items, Sequence) and not isinstance(items, str | bytes):
+        items = list(items)
+    else:
+        raise TypeError(
+            f"domain {name!r}: expected a path or a list of paths, got {type(value).__name__} "
+            f"{value!r:.80}. Pass e.g. {{{name!r}: 'train.bin'}} or {{{name!r}: ['a.bin', "
+            "'b.bin']}."
+        )
+    if not items:
+        raise ValueError(f"domain {name!r} has no files; give it at least one path or drop it.")
+    out = []
+    for item in items:
+        if not isinstance(item, str | os.PathLike):
+            raise TypeError(
+                f"domain {name!r}: a path must be a str or a Path, got {type(item).__name__} "
+                f"{item!r:.80}."
+            )
+        out.append(Path(item))
+    return out
+
+
+def _inspect(path: Path, name: str, dtype: str | None) -> tuple[str, bool, int]:
+    """(dtype, is .npy, number of tokens) of one token file, reading only its header."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"token file {str(path)!r} of domain {name!r} does not exist. Check the path "
+            "(relative paths are taken from the current directory)."
+        )
+    if not path.is_file():
+        raise ValueError(
+            f"token file {str(path)!r} of domain {name!r} is not a file (a directory?). Give "
+            "the path of a .bin or .npy file, or a list of them."
+        )
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ValueError(
+                f"token file {str(path)!r} of domain {name!r} cannot be read as .npy ({exc}). "
+                "Write it with np.save, or rename a raw token file to .bin."
+            ) from None
+        where = f" in {str(path)!r} (domain {name!r})"
+        if array.ndim != 1:
+            raise ValueError(
+                f"token file {str(path)!r} of domain {name!r} holds an array of shape "
+                f"{array.shape}; a token file is one flat array. Save it flattened: "
+                "np.save(path, tokens.reshape(-1))."
+            )
+        found = _dtype_name(array.dtype, where)
+        return found, True, int(array.shape[0])
+    if dtype is None:
+        raise ValueError(
+            f"token file {str(path)!r} of domain {name!r} is a raw file, which does not record "
+            "its dtype: pass dtype='uint16' (nanoGPT's layout, vocabularies below 65,536) or "
+            "dtype='uint32', or save it as .npy."
+        )
+    size = path.stat().st_size
+    itemsize = np.dtype(dtype).itemsize
+    if size % itemsize:
+        raise ValueError(
+            f"token file {str(path)!r} of domain {name!r} has {size} bytes, not a multiple of "
+            f"{itemsize} ({dtype}): it is truncated or holds another dtype. Check dtype= "
+            f"(valid: {', '.join(TOKEN_DTYPES)}) or write the file again."
+        )
+    return dtype, False, size // itemsize
+
+
+class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
+    """Fixed-length blocks of packed token files, one or more files per domain, memory-mapped.
+
+    Items are numbered domain by domain in the mapping's order, file by file, block by block.
+    Item ``i`` is ``{"input_ids": LongTensor}`` of ``block_size + 1`` tokens (``shift=True``) or
+    ``block_size`` tokens (``shift=False``); see the module docstring for the layout. Usually
+    built through :meth:`reweight.IndexedDataset.from_token_files`, which adds ``"index"`` and
+    ``"domain"`` to every item.
+
+    Args:
+        files: Domain names mapped to a token file or a list of token files (shards). A
+            ``.npy`` file is read with ``np.load(mmap_mode="r")``; any other file is raw tokens
+            read with ``np.memmap`` and ``dtype``.
+        block_size: Tokens per block (the model's context length).
+        dtype: Token dtype of the raw files (one of :data:`TOKEN_DTYPES`); required when there
+            are raw files. A ``.npy`` file is read with the dtype of its own header.
+        shift: Add one token to every block for the shifted targets (``x = t[:-1]``,
+            ``y = t[1:]``); False for non-overlapping blocks of exactly ``block_size``.
+
+    Raises:
+        TypeError: If ``files`` is not a Mapping of names to paths.
+        ValueError: If there are no domains, a dtype is unknown, a raw file's size is not a multiple of the dtype's size, or a domain has
+            fewer tokens than one block.
+        FileNotFoundError: If a file does not exist.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> import numpy as np
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "train.bin"
+        >>> np.arange(9, dtype=np.uint16).tofile(path)
+        >>> blocks = TokenBlocks({"all": path}, block_size=4, dtype="uint16", shift=False)
+        >>> len(blocks), blocks[1]["input_ids"], blocks.unused_tokens
+        (2, tensor([4, 5, 6, 7]), 1)
+    """
+
+    def __init__(
+        self,
+        files: Mapping[str, Any],
+        block_size: int,
+        dtype: Any = None,
+        shift: bool = True,
+    ) -> None:
+        if not isinstance(files, Mapping):
+            raise TypeError(
+                f"files must be a Mapping of domain name -> token file(s), got "
+                f"{type(files).__name__}. Pass e.g. {{'web': 'web.bin', 'code': 'code.npy'}}."
+            )
+        if len(files) == 0:
+            raise ValueError(
+                "files is empty: give at least one domain, e.g. {'web': 'web.bin'} (one domain "
+                "per token file or list of files)."
+            )
+        self.block_size = _check_block_size(block_size)
+        self.shift = bool(shift)
+        raw_dtype = None if dtype is None else _dtype_name(dtype, "")
+        span = self.block_size + int(self.shift)  # tokens per item
+        segments: list[_Segment] = []
+        names: list[str] = []
+        first = 0
+        unused = 0
+        all_tokens = 0
+        for d, (name, value) in enumerate(files.items()):
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"domain names must be strings, got {name!r} ({type(name).__name__}). Use "
+                    "str(name) as the key."
+                )
+            names.append(name)
+            total = 0
+            blocks_before = first
+            for path in _domain_paths(name, value):
+                kind, npy, tokens = _inspect(path, name, raw_dtype)
+                blocks = max(0, (tokens - int(self.shift)) // self.block_size)
+                covered = blocks * self.block_size + int(self.shift) if blocks else 0
+                unused += tokens - covered
+                all_tokens += tokens
+                if blocks:
+                    segments.append(_Segment(str(path), d, kind, npy, tokens, first, blocks))
+                first += blocks
+                total += tokens
+            if first == blocks_before:
+                extra = " + 1 for the shifted target" if self.shift else ""
+                raise ValueError(
+                    f"domain {name!r} has {total} tokens, fewer than one block of {span} "
+                    f"(block_size {self.block_size}{extra}) in any of its files. Lower "
+                    "block_size, concatenate its files into one, or drop the domain."
+                )
+        self._segments = segments
+        self._names = names
+        self._starts = np.asarray([s.first for s in segments], dtype=np.int64)
+        self._len = first
+        self._unused = unused
+        self._tokens = all_tokens
+        self._maps: list[np.ndarray | None] = [None] * len(segments)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_maps"] = [None] * len(self._segments)  # each process maps the files itself
+        return state
+
+    def _map(self, k: int) -> np.ndarray:
+        array = self._maps[k]
+        if array is None:
+            seg = self._segments[k]
+            try:
+                if seg.npy:
+                    array = np.load(seg.path, mmap_mode="r", allow_pickle=False)
+                else:
+                    array = np.memmap(seg.path, dtype=seg.dtype, mode="r")
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"token file {seg.path!r} (domain {self._names[seg.domain]!r}) was removed "
+                    "after the dataset was built; restore it or build the dataset again."
+                ) from None
+            if array.shape != (seg.tokens,) or array.dtype.name != seg.dtype:
+                raise ValueError(
+                    f"token file {seg.path!r} (domain {self._names[seg.domain]!r}) changed after "
+                    f"the dataset was built: it held {seg.tokens} {seg.dtype} tokens and now "
+                    f"holds {array.shape[0]} {array.dtype.name}. Build the dataset again."
+                )
+            self._maps[k] = array
+        return array
+
+    @property
+    def domains(self) -> np.ndarray:
+        """Int64 array of domain ids, one per block (computed from the file sizes)."""
+        return np.repeat(
+            np.asarray([s.domain for s in self._segments], dtype=np.int64),
+            [s.blocks for s in self._segments],
+        )
+
+    @property
+    def domain_names(self) -> list[str]:
+        """Domain names in the mapping's order; ``domain_names[d]`` names id ``d``."""
+        return list(self._names)
+
+    @property
+    def domain_sizes(self) -> np.ndarray:
+        """Int64 array with the number of blocks of each domain."""
+        sizes = np.zeros(len(self._names), dtype=np.int64)
+        for s in self._segments:
+            sizes[s.domain] += s.blocks
+        return sizes
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens in all the files together."""
+        return self._tokens
+
+    @property
+    def unused_tokens(self) -> int:
+        """Tokens that are in no block: each file's tail shorter than a block (and files too
+        short for one block)."""
+        return self._unused
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        i = int(index)
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(
+                f"block {index} is out of range for {self._len} blocks; indices must lie in "
+                f"-{self._len}..{self._len - 1}."
+            )
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        start = (i - self._segments[k].first) * self.block_size
+        stop = start + self.block_size + int(self.shift)
+        tokens = np.array(self._map(k)[start:stop], dtype=np.int64)
+        return {"input_ids": torch.from_numpy(tokens)}
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBlocks({len(self)} blocks of {self.block_size}"
+            f"{' + 1' if self.shift else ''} tokens, domains={self._names})"
+        )
