@@ -440,7 +440,8 @@ class IndexedDataset(Dataset[dict[str, Any]]):
             (['code', 'web'], [1, 0, 1])
             >>> indexed[1]
             {'text': 'b', 'source': 'code', 'index': 1, 'domain': 0}
-            >>> web, code = Dataset.from_dict({"text": ["a", "c"]}), Dataset.from_dict({"text": ["b"]})
+            >>> web = Dataset.from_dict({"text": ["a", "c"]})
+            >>> code = Dataset.from_dict({"text": ["b"]})
             >>> IndexedDataset.from_hf({"web": web, "code": code}).domains.tolist()
             [0, 0, 1]
         """

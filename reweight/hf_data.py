@@ -36,10 +36,10 @@ def check_hf_dataset(dataset: Any, what: str = "dataset") -> None:
     Example:
         >>> from datasets import Dataset, DatasetDict
         >>> check_hf_dataset(Dataset.from_dict({"x": [1]}))
-        >>> check_hf_dataset(DatasetDict(train=Dataset.from_dict({"x": [1]})))
+        >>> check_hf_dataset(DatasetDict(train=Dataset.from_dict({"x": [1]})))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        TypeError: dataset is a DatasetDict with splits ['train']; pick one split, e.g. dataset['train'].
+        TypeError: dataset is a DatasetDict with splits ['train']; pick one split, e.g. ...
     """
     kind = type(dataset).__name__
     module = type(dataset).__module__ or ""

@@ -183,8 +183,9 @@ class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
 
     Raises:
         TypeError: If ``files`` is not a Mapping of names to paths.
-        ValueError: If there are no domains, a dtype is unknown, a raw file's size is not a multiple of the dtype's size, or a domain has
-            fewer tokens than one block.
+        ValueError: If there are no domains, a dtype is unknown, a raw file's size is not a
+            multiple of the dtype's size, or a domain has fewer
+            tokens than one block.
         FileNotFoundError: If a file does not exist.
 
     Example:
