@@ -46,14 +46,15 @@ def _add_reading(parser: argparse.ArgumentParser, workers: bool = True) -> None:
     group.add_argument(
         "--text-field",
         default="text",
-        help="JSONL key / Parquet column holding the document text (default: text)",
+        help="JSONL key / Parquet or dataset column holding the document text (default: text)",
     )
     group.add_argument(
         "--format",
         default="auto",
         choices=("auto", *FORMATS),
         help="input format; auto picks it from each file's suffix: .jsonl/.ndjson/.json (+.gz), "
-        ".parquet/.pq, .txt (+.gz) = one document per line (default: auto)",
+        ".parquet/.pq, .txt (+.gz) = one document per line; a directory = hf, a Hugging Face "
+        "dataset written by save_to_disk (needs `pip install datasets`) (default: auto)",
     )
     group.add_argument(
         "--skip-bad-lines",

@@ -8,17 +8,22 @@ Formats (chosen from the file name unless given explicitly):
 - **Parquet** (``.parquet``, ``.pq``): one record per row; needs ``pyarrow``
   (``pip install pyarrow`` or ``pip install 'reweight[static]'``), imported only when a Parquet
   file is read.
+- **Hugging Face dataset directory** (what ``datasets.Dataset.save_to_disk`` writes; recognised
+  by its ``state.json``): one record per row, read as Arrow record batches of the requested
+  columns only, memory-mapped; needs ``datasets`` (``pip install 'reweight[hf]'``), imported
+  only when such a directory is read. A ``DatasetDict`` directory is refused: name a split's
+  directory (``corpus/train``).
 - **Plain text** (``.txt``, ``.text``; also ``.gz``-compressed): one document per line, split
   on ``"\\n"`` only (a trailing ``"\\r"`` is removed; no other character ends a line). Blank
   lines are skipped. A text file has a single field, ``"text"``.
 
 A *bad line* is one that cannot give a record: invalid JSON or UTF-8, a JSON value that is not
 an object, a missing field, a text field that is not a string (for document readers), or a null
-in a Parquet column. By default it raises :class:`InputError` naming the file and the line (or
-row) number; with ``skip_bad_lines=True`` it is skipped, counted, and reported once per read as a
-:class:`BadLinesWarning`.
+in a Parquet or dataset column. By default it raises :class:`InputError` naming the file and the
+line (or row) number; with ``skip_bad_lines=True`` it is skipped, counted, and reported once per
+read as a :class:`BadLinesWarning`.
 
-Files are read in blocks (a few MiB, cut at line boundaries) or Parquet record batches, so
+Files are read in blocks (a few MiB, cut at line boundaries) or Arrow record batches, so
 memory stays bounded whatever the file size. The block machinery (:func:`iter_chunks`,
 :func:`parse_chunk`) lets :mod:`reweight.static` hand whole blocks to worker processes: the
 parent reads each byte once and workers do the parsing.
@@ -51,8 +56,8 @@ __all__ = [
     "parse_chunk",
 ]
 
-Format = Literal["auto", "jsonl", "parquet", "text"]
-FORMATS = ("jsonl", "parquet", "text")
+Format = Literal["auto", "jsonl", "parquet", "text", "hf"]
+FORMATS = ("jsonl", "parquet", "text", "hf")
 _SUFFIXES = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -63,7 +68,8 @@ _SUFFIXES = {
     ".text": "text",
 }
 _BLOCK_BYTES = 1 << 20  # line files are cut into ~1 MiB blocks
-_PARQUET_ROWS = 1024  # rows per Parquet record batch
+_PARQUET_ROWS = 1024  # rows per Parquet (or dataset directory) record batch
+_ROW_KINDS = ("parquet", "hf")  # chunks of Arrow rows rather than lines
 _BOM = b"\xef\xbb\xbf"
 _MAX_EXAMPLES = 5  # bad lines quoted in a skip summary
 _BLANK = " \t\r\n\x0b\x0c"  # a line of only these is blank (skipped)
@@ -101,14 +107,29 @@ def _pyarrow_parquet() -> Any:
     return pq
 
 
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is in the test extra
+        raise ImportError(
+            "reading a Hugging Face dataset directory needs the datasets package; install it "
+            "with `pip install datasets` (or `pip install 'reweight[hf]'`)."
+        ) from exc
+    return datasets
+
+
 def detect_format(path: str | os.PathLike[str], format: str = "auto") -> str:
-    """The format of ``path``: ``format`` itself unless it is ``"auto"``, else from the suffix.
+    """The format of ``path``: ``format`` itself unless it is ``"auto"``, else from the suffix;
+    a directory is a Hugging Face dataset directory (``"hf"``).
 
     Example:
         >>> detect_format("shard-0.jsonl.gz"), detect_format("a.parquet"), detect_format("b.txt")
         ('jsonl', 'parquet', 'text')
         >>> detect_format("notes.md", "text")
         'text'
+        >>> import tempfile
+        >>> detect_format(tempfile.mkdtemp())
+        'hf'
     """
     if format != "auto":
         if format not in FORMATS:
@@ -117,6 +138,8 @@ def detect_format(path: str | os.PathLike[str], format: str = "auto") -> str:
             )
         return format
     p = Path(path)
+    if p.is_dir():
+        return "hf"
     suffixes = [s.lower() for s in p.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
@@ -127,7 +150,8 @@ def detect_format(path: str | os.PathLike[str], format: str = "auto") -> str:
         known = ", ".join(sorted(_SUFFIXES))
         raise ValueError(
             f"cannot tell the format of {str(p)!r} from its name (known suffixes: {known}, "
-            "optionally followed by .gz); give the format explicitly (format=... or --format)."
+            "optionally followed by .gz, or a directory written by datasets' save_to_disk); "
+            "give the format explicitly (format=... or --format)."
         )
     return kind
 
@@ -138,9 +162,10 @@ class Files:
 
     Args:
         paths: one path or a sequence of paths, read in the order given.
-        text_field: the JSONL key / Parquet column holding the document text (plain text files
-            have only ``"text"``).
-        format: ``"auto"`` (from each file's suffix), ``"jsonl"``, ``"parquet"`` or ``"text"``.
+        text_field: the JSONL key / Parquet or dataset column holding the document text (plain
+            text files have only ``"text"``).
+        format: ``"auto"`` (from each file's suffix; a directory is a dataset directory),
+            ``"jsonl"``, ``"parquet"``, ``"text"`` or ``"hf"`` (a ``save_to_disk`` directory).
         skip_bad_lines: skip (and count) bad lines instead of raising :class:`InputError`.
 
     Example:
@@ -171,9 +196,17 @@ class Files:
         object.__setattr__(self, "paths", tuple(paths))
 
     def check_exist(self) -> None:
-        """Raises FileNotFoundError naming the first path that is not a readable file."""
+        """Raises FileNotFoundError naming the first path that is not a readable file (or, for
+        the ``"hf"`` format, a directory)."""
         for p in self.paths:
-            if not p.is_file():
+            if detect_format(p, self.format) == "hf":
+                if not p.is_dir():
+                    what = "is a file" if p.exists() else "does not exist"
+                    raise FileNotFoundError(
+                        f"dataset directory {str(p)!r} {what}; --format hf reads a directory "
+                        "written by datasets' save_to_disk."
+                    )
+            elif not p.is_file():
                 what = "is a directory" if p.is_dir() else "does not exist"
                 raise FileNotFoundError(f"input file {str(p)!r} {what}.")
 
@@ -183,9 +216,9 @@ class Chunk:
     """A block of input handed from the reading process to a parser (possibly another process).
 
     ``kind`` is ``"jsonl"`` or ``"text"`` (``payload`` is bytes of whole lines, ``start`` the
-    1-based number of its first line), ``"parquet"`` (``payload`` a pyarrow RecordBatch,
-    ``start`` the 1-based number of its first row) or ``"docs"`` (``payload`` a list of
-    in-memory documents, ``start`` the 0-based index of the first one).
+    1-based number of its first line), ``"parquet"`` or ``"hf"`` (``payload`` a pyarrow
+    RecordBatch or Table, ``start`` the 1-based number of its first row) or ``"docs"``
+    (``payload`` a list of in-memory documents, ``start`` the 0-based index of the first one).
 
     A *span* chunk (``span=(begin, end)``, ``payload`` None, ``start`` 0) names a byte range of
     an uncompressed line file instead: the parser reads the lines that start in that range
@@ -377,6 +410,44 @@ def _parquet_chunks(
             row += batch.num_rows
 
 
+def _hf_chunks(path: Path, fields: Sequence[str], all_columns: bool, rows: int) -> Iterator[Chunk]:
+    """Arrow-row chunks of a ``save_to_disk`` directory: only the requested columns, memory-
+    mapped, ``rows`` rows at a time (in the dataset's own row order)."""
+    if not (path / "state.json").is_file():
+        if (path / "dataset_dict.json").is_file():
+            splits = sorted(p.name for p in path.iterdir() if (p / "state.json").is_file())
+            raise InputError(
+                f"{str(path)!r} holds a DatasetDict with splits {splits}; give one split's "
+                f"directory, e.g. {str(path / (splits[0] if splits else 'train'))!r}."
+            )
+        raise InputError(
+            f"{str(path)!r} is a directory but not a Hugging Face dataset directory (no "
+            "state.json); give files, or a directory written by Dataset.save_to_disk."
+        )
+    datasets = _datasets()
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as exc:  # FileNotFoundError is an OSError
+        raise InputError(
+            f"{str(path)!r} cannot be read as a Hugging Face dataset directory ({exc}). Write "
+            "it again with Dataset.save_to_disk."
+        ) from None
+    names = list(dataset.column_names)
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise InputError(
+            f"{str(path)!r}: no column(s) {missing}; available columns: {names}. "
+            "Choose the text column with text_field=... (--text-field)."
+        )
+    if not all_columns:
+        dataset = dataset.select_columns(list(fields))
+    row = 1
+    for table in dataset.with_format("arrow").iter(batch_size=rows):
+        if table.num_rows:
+            yield Chunk(str(path), "hf", row, table)
+            row += table.num_rows
+
+
 def iter_chunks(
     files: Files,
     fields: Sequence[str],
@@ -388,8 +459,9 @@ def iter_chunks(
 ) -> Iterator[Chunk]:
     """Reads ``files`` into :class:`Chunk` blocks (each byte read once, memory bounded).
 
-    Checks up front that Parquet files have the requested columns and that plain text files are
-    only asked for ``"text"``. ``all_columns`` reads every Parquet column (to copy whole rows).
+    Checks up front that Parquet files and dataset directories have the requested columns and
+    that plain text files are only asked for ``"text"``. ``all_columns`` reads every Parquet or
+    dataset column (to copy whole rows).
     With ``spans``, uncompressed line files are not read here at all: each block is a byte
     range that its parser reads (see :class:`Chunk`).
 
@@ -416,6 +488,8 @@ def iter_chunks(
             yield from _parquet_chunks(
                 path, fields, None if all_columns else list(fields), parquet_rows
             )
+        elif kind == "hf":
+            yield from _hf_chunks(path, fields, all_columns, parquet_rows)
         elif spans and path.suffix.lower() != ".gz":
             size = path.stat().st_size
             for begin in range(0, size, block_bytes):
@@ -453,7 +527,7 @@ def _read_span(path: str, begin: int, end: int) -> bytes:
 
 
 def _bad(chunk: Chunk, number: int, reason: str, skip: bool, fix: str) -> str:
-    unit = "row" if chunk.kind == "parquet" else "line"
+    unit = "row" if chunk.kind in _ROW_KINDS else "line"
     where = f"{chunk.path}:{number}" if unit == "line" else f"{chunk.path}: row {number}"
     message = f"{where}: {reason}"
     if not skip:
@@ -478,7 +552,8 @@ def parse_chunk(
         require_str: a field whose value must be a string (the document text).
         skip_bad_lines: skip bad lines (returned in ``bad``) instead of raising InputError.
         keep_raw: also return, per record, the original line (bytes, JSONL) or a JSON-ready
-            dict of the whole row (Parquet, plain text) so the record can be copied out.
+            dict of the whole row (Parquet, dataset directory, plain text) so the record can be
+            copied out.
 
     Example:
         >>> chunk = Chunk("d.jsonl", "jsonl", 1, b'{"text": "a", "n": 1}\\n\\nnot json\\n')
@@ -514,7 +589,7 @@ def parse_chunk(
                 raw.append({fields[0]: doc})
         return ParsedChunk(records, bad, raw)
 
-    if chunk.kind == "parquet":
+    if chunk.kind in _ROW_KINDS:
         batch = chunk.payload
         columns = {f: batch.column(f).to_pylist() for f in fields}
         rows = batch.to_pylist() if keep_raw else None
@@ -605,7 +680,8 @@ def iter_records(
     skip_bad_lines: bool = False,
     format: Format = "auto",
 ) -> Iterator[dict[str, Any]]:
-    """Streams records with ``fields`` from JSONL, Parquet and plain-text files, in order.
+    """Streams records with ``fields`` from JSONL, Parquet, plain-text files and dataset
+    directories, in order.
 
     Memory stays bounded (files are read in blocks). Values are returned as stored (a JSON
     number stays an int); plain text files give ``{"text": line}``. Bad lines raise
@@ -616,8 +692,9 @@ def iter_records(
         paths: one path or several, read in the order given.
         fields: keys every record must have; only these are returned.
         skip_bad_lines: skip bad lines (invalid JSON, not an object, missing field, null in
-            Parquet) instead of raising.
-        format: ``"auto"`` (by suffix), ``"jsonl"``, ``"parquet"`` or ``"text"``.
+            Parquet or a dataset column) instead of raising.
+        format: ``"auto"`` (by suffix; a directory is a dataset directory), ``"jsonl"``,
+            ``"parquet"``, ``"text"`` or ``"hf"``.
 
     Example:
         >>> import pathlib, tempfile
