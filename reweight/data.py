@@ -352,7 +352,7 @@ class IndexedDataset(Dataset[dict[str, Any]]):
         shift: bool = True,
     ) -> IndexedDataset:
         """Fixed-length blocks of packed token files (nanoGPT / Megatron layout), one domain
-        per name, memory-mapped and never loaded.
+        per name, read block by block and never loaded.
 
         Items are ``{"input_ids": LongTensor, "index": i, "domain": d}``. With ``shift=True``
         (default) ``input_ids`` holds ``block_size + 1`` tokens: train on
@@ -370,7 +370,7 @@ class IndexedDataset(Dataset[dict[str, Any]]):
 
         Returns:
             An :class:`IndexedDataset` over a :class:`~reweight.token_data.TokenBlocks`, which
-            DataLoader workers pickle without the data and map lazily.
+            DataLoader workers pickle without the data and open lazily.
 
         Raises:
             FileNotFoundError: If a file is missing.

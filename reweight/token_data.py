@@ -1,10 +1,11 @@
-"""Packed token files on disk, cut into fixed-length blocks and memory-mapped, never loaded.
+"""Packed token files on disk, cut into fixed-length blocks, read block by block, never loaded.
 
 The layout of nanoGPT's ``train.bin`` and of Megatron-style corpora: each domain is one flat
 array of token ids (or several shards), written either as raw bytes (``.bin``: the dtype must be
 given, e.g. ``"uint16"``) or as a ``.npy`` file (whose header gives its dtype).
 :class:`TokenBlocks` cuts every file into blocks of ``block_size`` tokens and returns block
-``i`` as ``{"input_ids": LongTensor}``. Only the block asked for is read.
+``i`` as ``{"input_ids": LongTensor}``. Only the block asked for is read: one positioned read
+(``os.pread``) of its bytes, which the operating system's file cache serves after the first time.
 
 With ``shift=True`` (the default) an item holds ``block_size + 1`` tokens, so that
 ``x, y = t[:-1], t[1:]`` are both ``block_size`` long, as nanoGPT's ``get_batch`` and Megatron's
@@ -14,9 +15,11 @@ overlap (for Hugging Face causal LMs, which take ``labels=input_ids`` and shift 
 model). Blocks never cross a file boundary; the few tokens after a file's last whole block are
 not used (:attr:`TokenBlocks.unused_tokens`).
 
-The dataset holds file names and sizes only: it pickles in bytes and each DataLoader worker
-opens its own memory maps on first use, so memory stays flat whatever the corpus size (the
-pages read are file cache, shared and reclaimable, not process memory).
+The dataset holds file names and sizes only: it pickles in bytes, and each DataLoader worker
+opens the files itself on first use. Memory stays flat whatever the corpus size, resident memory
+(RSS) included: unlike ``np.memmap``, whose touched pages (and the pages the kernel maps around
+them) count in the process's RSS until it is unmapped, which looks like a leak (nanoGPT re-creates
+its memmap every batch for that reason). ``benchmarks/token_files.py`` measures both.
 
 Example:
     >>> import pathlib, tempfile
@@ -48,6 +51,7 @@ from torch.utils.data import Dataset
 __all__ = ["TOKEN_DTYPES", "TokenBlocks"]
 
 TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64")
+_PREAD = hasattr(os, "pread")
 """Token dtypes accepted: ``uint16`` (vocabularies below 65,536, e.g. GPT-2's), ``uint32``
 (larger vocabularies, e.g. Llama 3's), and the signed ``int32`` / ``int64`` some tools write."""
 
@@ -58,11 +62,16 @@ class _Segment:
 
     path: str
     domain: int
-    dtype: str
-    npy: bool  # .npy (header gives dtype and offset) or raw bytes
+    dtype: str  # numpy dtype string with byte order, e.g. "<u2"
+    offset: int  # bytes before the first token (a .npy header)
     tokens: int
     first: int  # global index of the segment's first block
     blocks: int
+
+    @property
+    def size(self) -> int:
+        """The file's size in bytes."""
+        return self.offset + self.tokens * np.dtype(self.dtype).itemsize
 
 
 def _dtype_name(dtype: Any, where: str) -> str:
@@ -116,8 +125,9 @@ def _domain_paths(name: str, value: Any) -> list[Path]:
     return out
 
 
-def _inspect(path: Path, name: str, dtype: str | None) -> tuple[str, bool, int]:
-    """(dtype, is .npy, number of tokens) of one token file, reading only its header."""
+def _inspect(path: Path, name: str, dtype: str | None) -> tuple[str, int, int]:
+    """(dtype string, data offset in bytes, number of tokens) of one token file, reading only
+    its header."""
     if not path.exists():
         raise FileNotFoundError(
             f"token file {str(path)!r} of domain {name!r} does not exist. Check the path "
@@ -143,8 +153,9 @@ def _inspect(path: Path, name: str, dtype: str | None) -> tuple[str, bool, int]:
                 f"{array.shape}; a token file is one flat array. Save it flattened: "
                 "np.save(path, tokens.reshape(-1))."
             )
-        found = _dtype_name(array.dtype, where)
-        return found, True, int(array.shape[0])
+        _dtype_name(array.dtype, where)
+        offset = int(getattr(array, "offset", 0))
+        return array.dtype.str, offset, int(array.shape[0])
     if dtype is None:
         raise ValueError(
             f"token file {str(path)!r} of domain {name!r} is a raw file, which does not record "
@@ -159,7 +170,7 @@ def _inspect(path: Path, name: str, dtype: str | None) -> tuple[str, bool, int]:
             f"{itemsize} ({dtype}): it is truncated or holds another dtype. Check dtype= "
             f"(valid: {', '.join(TOKEN_DTYPES)}) or write the file again."
         )
-    return dtype, False, size // itemsize
+    return np.dtype(dtype).str, 0, size // itemsize
 
 
 class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
@@ -173,8 +184,8 @@ class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
 
     Args:
         files: Domain names mapped to a token file or a list of token files (shards). A
-            ``.npy`` file is read with ``np.load(mmap_mode="r")``; any other file is raw tokens
-            read with ``np.memmap`` and ``dtype``.
+            ``.npy`` file's header gives its dtype and shape (``np.load(mmap_mode="r")``, which
+            reads nothing else); any other file is raw tokens of ``dtype``.
         block_size: Tokens per block (the model's context length).
         dtype: Token dtype of the raw files (one of :data:`TOKEN_DTYPES`); required when there
             are raw files. A ``.npy`` file is read with the dtype of its own header.
@@ -234,13 +245,13 @@ class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
             total = 0
             blocks_before = first
             for path in _domain_paths(name, value):
-                kind, npy, tokens = _inspect(path, name, raw_dtype)
+                kind, offset, tokens = _inspect(path, name, raw_dtype)
                 blocks = max(0, (tokens - int(self.shift)) // self.block_size)
                 covered = blocks * self.block_size + int(self.shift) if blocks else 0
                 unused += tokens - covered
                 all_tokens += tokens
                 if blocks:
-                    segments.append(_Segment(str(path), d, kind, npy, tokens, first, blocks))
+                    segments.append(_Segment(str(path), d, kind, offset, tokens, first, blocks))
                 first += blocks
                 total += tokens
             if first == blocks_before:
@@ -256,35 +267,78 @@ class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
         self._len = first
         self._unused = unused
         self._tokens = all_tokens
-        self._maps: list[np.ndarray | None] = [None] * len(segments)
+        self._files: list[Any] = [None] * len(segments)  # open files (fds), per process
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_maps"] = [None] * len(self._segments)  # each process maps the files itself
+        state["_files"] = [None] * len(self._segments)  # each process opens the files itself
         return state
 
-    def _map(self, k: int) -> np.ndarray:
-        array = self._maps[k]
-        if array is None:
-            seg = self._segments[k]
-            try:
-                if seg.npy:
-                    array = np.load(seg.path, mmap_mode="r", allow_pickle=False)
-                else:
-                    array = np.memmap(seg.path, dtype=seg.dtype, mode="r")
-            except FileNotFoundError:
-                raise FileNotFoundError(
-                    f"token file {seg.path!r} (domain {self._names[seg.domain]!r}) was removed "
-                    "after the dataset was built; restore it or build the dataset again."
-                ) from None
-            if array.shape != (seg.tokens,) or array.dtype.name != seg.dtype:
-                raise ValueError(
-                    f"token file {seg.path!r} (domain {self._names[seg.domain]!r}) changed after "
-                    f"the dataset was built: it held {seg.tokens} {seg.dtype} tokens and now "
-                    f"holds {array.shape[0]} {array.dtype.name}. Build the dataset again."
-                )
-            self._maps[k] = array
-        return array
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the files this process opened (they are opened again when read)."""
+        files = getattr(self, "_files", [])
+        for k, handle in enumerate(files):
+            if handle is not None:
+                files[k] = None
+                try:
+                    if isinstance(handle, int):
+                        os.close(handle)
+                    else:
+                        handle.close()
+                except OSError:  # pragma: no cover
+                    pass
+
+    def _open(self, k: int) -> Any:
+        seg = self._segments[k]
+        name = self._names[seg.domain]
+        try:
+            if _PREAD:
+                handle: Any = os.open(seg.path, os.O_RDONLY)
+                size = os.fstat(handle).st_size
+            else:  # pragma: no cover - platforms without os.pread (Windows)
+                handle = open(seg.path, "rb")  # noqa: SIM115 - kept open between reads
+                size = os.fstat(handle.fileno()).st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"token file {seg.path!r} (domain {name!r}) was removed after the dataset was "
+                "built; restore it or build the dataset again."
+            ) from None
+        if size != seg.size:
+            if isinstance(handle, int):
+                os.close(handle)
+            else:  # pragma: no cover
+                handle.close()
+            raise ValueError(
+                f"token file {seg.path!r} (domain {name!r}) changed after the dataset was built: "
+                f"it had {seg.size} bytes and now has {size}. Build the dataset again."
+            )
+        self._files[k] = handle
+        return handle
+
+    def _read(self, k: int, start: int, count: int) -> np.ndarray:
+        """``count`` tokens of segment ``k`` from token ``start``, as int64."""
+        seg = self._segments[k]
+        handle = self._files[k]
+        if handle is None:
+            handle = self._open(k)
+        dtype = np.dtype(seg.dtype)
+        nbytes = count * dtype.itemsize
+        offset = seg.offset + start * dtype.itemsize
+        if isinstance(handle, int):
+            data = os.pread(handle, nbytes, offset)
+        else:  # pragma: no cover
+            handle.seek(offset)
+            data = handle.read(nbytes)
+        if len(data) != nbytes:
+            raise ValueError(
+                f"token file {seg.path!r} (domain {self._names[seg.domain]!r}) ended early: "
+                f"{len(data)} of {nbytes} bytes at offset {offset}. It changed after the dataset "
+                "was built; build the dataset again."
+            )
+        return np.frombuffer(data, dtype=dtype).astype(np.int64)
 
     @property
     def domains(self) -> np.ndarray:
@@ -333,7 +387,7 @@ class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
         start = (i - self._segments[k].first) * self.block_size
         stop = start + self.block_size + int(self.shift)
-        tokens = np.array(self._map(k)[start:stop], dtype=np.int64)
+        tokens = self._read(k, start, stop - start)
         return {"input_ids": torch.from_numpy(tokens)}
 
     def __repr__(self) -> str:

@@ -90,15 +90,15 @@ def test_out_of_range(corpus: dict[str, Path]) -> None:
         blocks[-6]
 
 
-def test_pickles_without_the_data_and_maps_lazily(corpus: dict[str, Path]) -> None:
+def test_pickles_without_the_data_and_opens_lazily(corpus: dict[str, Path]) -> None:
     blocks = TokenBlocks(_files(corpus), block_size=8, dtype="uint16")
-    assert blocks._maps == [None] * 4  # building reads headers and sizes only
+    assert blocks._files == [None] * 4  # building reads headers and sizes only
     first = blocks[0]["input_ids"]
-    assert blocks._maps[0] is not None
+    assert blocks._files[0] is not None
     payload = pickle.dumps(blocks)
     assert len(payload) < 2000 and b"\x00\x01\x00\x02" not in payload
     copy = pickle.loads(payload)
-    assert copy._maps == [None] * 4
+    assert copy._files == [None] * 4
     assert torch.equal(copy[0]["input_ids"], first)
 
 
@@ -179,6 +179,15 @@ def test_npy_must_be_flat_integers(tmp_path: Path) -> None:
     np.save(tmp_path / "floats.npy", np.zeros(8, dtype=np.float32))
     with pytest.raises(ValueError, match="unknown token dtype"):
         TokenBlocks({"web": tmp_path / "floats.npy"}, block_size=4)
+
+
+def test_big_endian_npy_and_close(tmp_path: Path) -> None:
+    np.save(tmp_path / "be.npy", np.arange(300, 309, dtype=">u2"))
+    blocks = TokenBlocks({"be": tmp_path / "be.npy"}, block_size=4)
+    assert blocks[1]["input_ids"].tolist() == [304, 305, 306, 307, 308]
+    blocks.close()
+    assert blocks._files == [None]
+    assert blocks[0]["input_ids"].tolist() == [300, 301, 302, 303, 304]  # opened again
 
 
 def test_a_file_changed_after_building_is_caught(tmp_path: Path) -> None:
