@@ -197,3 +197,31 @@ def test_a_file_changed_after_building_is_caught(tmp_path: Path) -> None:
     np.arange(12, dtype=np.uint16).tofile(path)
     with pytest.raises(ValueError, match="changed after the dataset was built"):
         blocks[0]
+
+
+def test_readme_your_data_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Your data") :]
+    tokens_code, hf_code = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("web", "code-0", "code-1"):
+        np.arange(3000, dtype=np.uint16).tofile(tmp_path / "data" / f"{name}.bin")
+    np.save(tmp_path / "data" / "math.npy", np.arange(2100, dtype=np.uint32))
+    namespace: dict[str, object] = {}
+    exec(compile(tokens_code, "README.md", "exec"), namespace)
+    x, y = namespace["x"], namespace["y"]
+    assert x.shape == y.shape == (8, 1024)  # type: ignore[attr-defined]
+    assert torch.equal(x[:, 1:], y[:, :-1])  # type: ignore[index]
+    datasets = pytest.importorskip("datasets")
+    rows = {"text": ["a", "b"], "source": ["web", "code"]}
+    hf_namespace: dict[str, object] = {
+        "IndexedDataset": IndexedDataset,
+        "dataset": datasets.Dataset.from_dict(rows),
+        "web_dataset": datasets.Dataset.from_dict({"text": ["a"]}),
+        "code_dataset": datasets.Dataset.from_dict({"text": ["b"]}),
+    }
+    exec(compile(hf_code, "README.md", "exec"), hf_namespace)
+    assert hf_namespace["ds"].domain_names == ["web", "code"]  # type: ignore[attr-defined]
