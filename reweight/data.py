@@ -445,12 +445,9 @@ class IndexedDataset(Dataset[dict[str, Any]]):
             >>> IndexedDataset.from_hf({"web": web, "code": code}).domains.tolist()
             [0, 0, 1]
         """
-        from reweight.hf_data import check_hf_dataset, domain_ids
+        from reweight.hf_data import check_hf_dataset, domain_ids, is_dataset_dict
 
-        if isinstance(dataset, Mapping) and type(dataset).__name__ not in (
-            "DatasetDict",
-            "IterableDatasetDict",
-        ):
+        if isinstance(dataset, Mapping) and not is_dataset_dict(dataset):
             if domain_column is not None or domain_names is not None:
                 raise TypeError(
                     "IndexedDataset.from_hf got a mapping of datasets, whose keys already name "

@@ -21,12 +21,36 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_hf_dataset", "domain_ids"]
+__all__ = ["check_hf_dataset", "domain_ids", "is_dataset_dict"]
 
 
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ImportError(
+            "IndexedDataset.from_hf needs the datasets package; install it with "
+            "`pip install 'reweight[hf]'` (or `pip install datasets`)."
+        ) from exc
+    return datasets
+
+
+def is_dataset_dict(value: Any) -> bool:
+    """Whether ``value`` is a ``datasets.DatasetDict`` (or its streaming kind), i.e. splits
+    rather than one dataset per domain.
+
+    Example:
+        >>> from datasets import Dataset, DatasetDict
+        >>> is_dataset_dict(DatasetDict(train=Dataset.from_dict({"x": [1]}))), is_dataset_dict({})
+        (True, False)
+    """
+    datasets = _datasets()
+    return isinstance(value, datasets.DatasetDict | datasets.IterableDatasetDict)
 
 
 def check_hf_dataset(dataset: Any, what: str = "dataset") -> None:
@@ -41,21 +65,21 @@ def check_hf_dataset(dataset: Any, what: str = "dataset") -> None:
         ...
         TypeError: dataset is a DatasetDict with splits ['train']; pick one split, e.g. ...
     """
+    datasets = _datasets()
     kind = type(dataset).__name__
-    module = type(dataset).__module__ or ""
-    if kind in ("DatasetDict", "IterableDatasetDict") and module.startswith("datasets"):
+    if isinstance(dataset, datasets.DatasetDict | datasets.IterableDatasetDict):
         splits = list(dataset.keys())
         raise TypeError(
             f"{what} is a {kind} with splits {splits}; pick one split, e.g. "
             f"{what}[{splits[0] if splits else 'train'!r}]."
         )
-    if kind == "IterableDataset" and module.startswith("datasets"):
+    if isinstance(dataset, datasets.IterableDataset):
         raise TypeError(
             f"{what} is a streaming datasets.IterableDataset, which cannot be read by index; "
             "the sampler draws items by index. Load it without streaming=True (it is "
             "memory-mapped from disk, not loaded into memory)."
         )
-    if not (module.startswith("datasets") and hasattr(dataset, "features")):
+    if not isinstance(dataset, datasets.Dataset):
         raise TypeError(
             f"{what} must be a datasets.Dataset, got {kind}. For other datasets use "
             "IndexedDataset(dataset, domains=...)."

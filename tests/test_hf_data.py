@@ -148,3 +148,16 @@ def test_core_import_does_not_import_datasets() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_subclass_of_dataset_is_accepted() -> None:
+    class Mine(Dataset):  # type: ignore[misc, valid-type]
+        pass
+
+    rows = _rows()
+    mine = Mine(rows.data, info=rows.info)
+    assert IndexedDataset.from_hf(mine, domain_column="source").domain_names == [
+        "code",
+        "math",
+        "web",
+    ]
