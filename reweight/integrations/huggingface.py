@@ -456,15 +456,21 @@ class ReweightTrainerMixin(_TrainerBase):
     # ------------------------------------------------------------------ loss
 
     def _shifts_labels(self, model: Any) -> bool:
+        """Whether token losses predict the next label: the Trainer's own rule (a causal-LM
+        class, or a loss that shifts), never for encoder-decoders."""
         if self._causal is not None:
             return self._causal
-        known = getattr(self, "_loss_shifts_labels", None)
-        if known is not None:
-            return bool(known)
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
         unwrapped = self.accelerator.unwrap_model(model)
-        return type(unwrapped).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+        if hasattr(unwrapped, "get_base_model"):  # a PEFT model
+            unwrapped = unwrapped.get_base_model()
+        if getattr(getattr(unwrapped, "config", None), "is_encoder_decoder", False):
+            return False
+        causal_names = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+        return type(unwrapped).__name__ in causal_names or bool(
+            getattr(self, "_loss_shifts_labels", False)
+        )
 
     def compute_loss(
         self,
