@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
 
-from reweight import DomainMixing, IndexedDataset, InBatchWeights, LossPriority, Reweighter
+from reweight import DomainMixing, InBatchWeights, IndexedDataset, LossPriority, Reweighter
 from reweight.integrations.huggingface import ReweightTrainer
 
 SIZES = (20, 10, 6)  # items per domain: 36 in all
@@ -48,7 +48,12 @@ def dataset() -> IndexedDataset:
 def model() -> GPT2LMHeadModel:
     torch.manual_seed(0)
     config = GPT2Config(
-        n_layer=1, n_head=2, n_embd=32, vocab_size=VOCAB, n_positions=64, bos_token_id=0,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        vocab_size=VOCAB,
+        n_positions=64,
+        bos_token_id=0,
         eos_token_id=0,
     )
     return GPT2LMHeadModel(config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,25 +18,25 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from accelerate.data_loader import BatchSamplerShard  # noqa: E402
-from torch.utils.data import BatchSampler, DataLoader  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+import torch.nn.functional as F
+from accelerate.data_loader import BatchSamplerShard
+from torch.utils.data import BatchSampler, DataLoader
+from transformers import (
     GPT2Config,
     GPT2ForSequenceClassification,
     GPT2ForTokenClassification,
     TrainerCallback,
 )
 
-from reweight import IndexedDataset, Reweighter  # noqa: E402
-from reweight.integrations.huggingface import (  # noqa: E402
+from reweight import IndexedDataset, Reweighter
+from reweight.integrations.huggingface import (
     REWEIGHTER_STATE_NAME,
     ReweightTrainer,
     per_sample_loss,
 )
-from tests import hf_harness  # noqa: E402
-from tests.state_compare import state_differences  # noqa: E402
+from tests import hf_harness
+from tests.state_compare import state_differences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CASE = {"name": "one", "source": "dynamic", "steps": 8, "stop": 3, "batch": 4, "accumulation": 2}
@@ -97,8 +99,15 @@ def test_the_trainer_loss_is_the_models_loss_when_nothing_is_reweighted(tmp_path
 def test_sequence_classification_per_sample_losses_match_the_models_loss() -> None:
     torch.manual_seed(0)
     config = GPT2Config(
-        n_layer=1, n_head=2, n_embd=32, vocab_size=128, n_positions=64, num_labels=3,
-        pad_token_id=0, bos_token_id=0, eos_token_id=0,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        vocab_size=128,
+        n_positions=64,
+        num_labels=3,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     model = GPT2ForSequenceClassification(config).eval()
     ids = torch.randint(1, 128, (4, 6), generator=torch.Generator().manual_seed(1))
@@ -184,8 +193,15 @@ def test_evaluation_does_not_touch_the_reweighter(tmp_path: Path) -> None:
 def test_sequence_classification_trains(tmp_path: Path) -> None:
     torch.manual_seed(0)
     config = GPT2Config(
-        n_layer=1, n_head=2, n_embd=32, vocab_size=128, n_positions=64, num_labels=2,
-        pad_token_id=0, bos_token_id=0, eos_token_id=0,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        vocab_size=128,
+        n_positions=64,
+        num_labels=2,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     gen = torch.Generator().manual_seed(0)
     rows = [
@@ -237,7 +253,7 @@ def _trainer(tmp_path: Path, **overrides: Any) -> ReweightTrainer:
 
 
 def test_settings_that_replace_the_sampler_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="group_by_length.*Leave it at its default"):
+    with pytest.raises(ValueError, match=r"group_by_length.*Leave it at its default"):
         _trainer(tmp_path, train_sampling_strategy="group_by_length")
     with pytest.raises(ValueError, match="ignore_data_skip=False"):
         _trainer(tmp_path, ignore_data_skip=True)
@@ -252,7 +268,10 @@ def test_an_overridden_train_dataloader_is_an_error(tmp_path: Path) -> None:
 
     base = _trainer(tmp_path)
     trainer = Mine(
-        model=base.model, args=base.args, train_dataset=base.train_dataset, reweighter=base.reweighter
+        model=base.model,
+        args=base.args,
+        train_dataset=base.train_dataset,
+        reweighter=base.reweighter,
     )
     with pytest.raises(RuntimeError, match=r"does not draw from reweighter.sampler.*RandomSampler"):
         trainer.train()
@@ -300,7 +319,7 @@ def test_labels_shifted_twice_are_an_error(tmp_path: Path) -> None:
         train_dataset=data,
         reweighter=Reweighter.from_dataset(data),
     )
-    with pytest.raises(ValueError, match="shifted already.*'shift_labels'"):
+    with pytest.raises(ValueError, match=r"shifted already.*'shift_labels'"):
         trainer.train()
 
 
@@ -406,3 +425,30 @@ def test_two_processes_draw_disjoint_slices_of_one_sequence_and_resume_exactly(
         trained = [i for batch in rank["none"]["a"]["trace"] for i in batch]
         assert len(trained) == 2 * 18  # two epochs of 18 draws (6 optimizer steps)
         assert trained == sequence[r::2][: len(trained)]
+
+
+def test_readme_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text[text.index("### Hugging Face Trainer") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    monkeypatch.chdir(tmp_path)
+    snippet = code.group(1).replace('report_to="none")', 'report_to="none", use_cpu=True)')
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    trainer, reweighter = namespace["trainer"], namespace["reweighter"]
+    assert trainer.state.global_step == 10 == reweighter.global_step
+    assert (tmp_path / "out" / "checkpoint-5" / REWEIGHTER_STATE_NAME).is_file()
+    assert any("reweight/domain/code/sampled" in log for log in trainer.state.log_history)
+    resumed = namespace["ReweightTrainer"](
+        model=namespace["model"],
+        args=namespace["args"],
+        train_dataset=namespace["train"],
+        reweighter=namespace["Reweighter"].from_dataset(
+            namespace["train"], sources=[namespace["DomainMixing"]({"web": 0.5, "code": 0.5})]
+        ),
+    )
+    shutil.rmtree(tmp_path / "out" / "checkpoint-10")  # as if stopped after step 5
+    resumed.train(resume_from_checkpoint=True)  # the last checkpoint: step 5
+    assert resumed.reweighter.global_step == 10
+    assert not state_differences(resumed.reweighter.state_dict(), reweighter.state_dict())

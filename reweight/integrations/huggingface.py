@@ -173,7 +173,9 @@ def _sequence_losses(
 ) -> torch.Tensor:
     kind = problem_type or _problem_type(logits, labels)
     if kind not in _PROBLEM_TYPES:
-        raise ValueError(f"problem_type must be one of {list(_PROBLEM_TYPES)} or None, got {kind!r}.")
+        raise ValueError(
+            f"problem_type must be one of {list(_PROBLEM_TYPES)} or None, got {kind!r}."
+        )
     logits = logits.float()
     if kind == "single_label_classification":
         return F.cross_entropy(
@@ -379,21 +381,22 @@ class ReweightTrainerMixin(_TrainerBase):
                 "shape (batch,) instead (see reweight.integrations.huggingface.per_sample_loss)."
             )
         sampler = self.reweighter.sampler
-        size = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else None
+        data: Any = self.train_dataset
+        size = len(data) if hasattr(data, "__len__") else None
         if size is not None and size != sampler.num_items:
             raise ValueError(
                 f"the Reweighter is built for {sampler.num_items} items but train_dataset has "
                 f"{size}; build it for this data set: Reweighter.from_dataset(train_dataset, ...)."
             )
         batch = args.per_device_train_batch_size
-        if args.dataloader_drop_last and not sampler.infinite:
-            if sampler.samples_per_rank % batch:
-                raise ValueError(
-                    f"dataloader_drop_last=True drops the last {sampler.samples_per_rank % batch} "
-                    f"draws of each rank's epoch ({sampler.samples_per_rank} draws, batches of "
-                    f"{batch}), which the sampler would hand out again; leave it False, or make "
-                    "Reweighter(num_samples=...) a multiple of the global batch size."
-                )
+        left = 0 if sampler.infinite else sampler.samples_per_rank % batch
+        if args.dataloader_drop_last and left:
+            raise ValueError(
+                f"dataloader_drop_last=True drops the last {left} draws of each rank's epoch "
+                f"({sampler.samples_per_rank} draws, batches of {batch}), which the sampler "
+                "would hand out again; leave it False, or make Reweighter(num_samples=...) a "
+                "multiple of the global batch size."
+            )
 
     def _reweight_train_begin(self, state: TrainerState, loader: Any) -> None:
         if isinstance(loader, DataLoaderDispatcher):
@@ -450,8 +453,9 @@ class ReweightTrainerMixin(_TrainerBase):
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
         # Keep the columns the reweighter reads (the Trainer drops what forward() does not take).
-        columns = list(self._signature_columns or [])
-        self._signature_columns = columns + [k for k in self._reweight_keys if k not in columns]
+        columns: list[str] = list(self._signature_columns or [])
+        keep = columns + [k for k in self._reweight_keys if k not in columns]
+        self._signature_columns = keep  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ loss
 
