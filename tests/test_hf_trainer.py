@@ -187,6 +187,8 @@ def test_evaluation_does_not_touch_the_reweighter(tmp_path: Path) -> None:
     before = trainer.reweighter.state_dict()
     metrics = trainer.evaluate()
     assert math.isfinite(metrics["eval_loss"])
+    unlabelled = IndexedDataset([{"input_ids": row["input_ids"]} for row in trainer.eval_dataset])
+    assert trainer.predict(unlabelled).predictions.shape[:2] == (36, hf_harness.SEQ)
     assert not state_differences(before, trainer.reweighter.state_dict())
 
 
@@ -218,11 +220,13 @@ def test_sequence_classification_trains(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_equals_the_uninterrupted_run(workers: int, tmp_path: Path) -> None:
     """36 items in batches of 4, 2 accumulation steps: 9 batches (5 optimizer steps) per epoch;
-    resuming at step 3 skips 6 batches of the epoch, then crosses into the next one."""
-    result = hf_harness.run_case(CASE, tmp_path)
-    _check_resume(CASE, result)
+    resuming at step 3 skips 6 batches of the epoch, then crosses into the next one. With 2
+    DataLoader workers, 4 more batches are drawn ahead (in flight) at the checkpoint."""
+    case = _case(workers=workers)
+    _check_resume(case, hf_harness.run_case(case, tmp_path))
 
 
 def _check_resume(case: dict[str, Any], result: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ put :class:`ReweightTrainerMixin` first among its bases. What it does:
   drops placeholder indices, never reads data.
 
 Example:
-    >>> import torch
+    >>> import tempfile, torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
     >>> from reweight import IndexedDataset, Reweighter
     >>> from reweight.integrations.huggingface import ReweightTrainer
@@ -31,11 +31,12 @@ Example:
     >>> train = IndexedDataset(rows, domains=[0] * 8 + [1] * 8, domain_names=["web", "code"])
     >>> rw = Reweighter.from_dataset(train, sources=[{"kind": "mixing", "rule": 3.0}])
     >>> model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=128))
-    >>> args = TrainingArguments("/tmp/rw-hf-doctest", max_steps=2, per_device_train_batch_size=4,
+    >>> args = TrainingArguments(tempfile.mkdtemp(), max_steps=2, per_device_train_batch_size=4,
     ...                          report_to="none", use_cpu=True, save_strategy="no",
     ...                          disable_tqdm=True)
     >>> trainer = ReweightTrainer(model=model, args=args, train_dataset=train, reweighter=rw)
-    >>> trainer.train().global_step, rw.global_step
+    >>> trainer.train().global_step, rw.global_step  # doctest: +ELLIPSIS
+    {'train_runtime': ...}
     (2, 2)
 """
 
@@ -522,6 +523,12 @@ class ReweightTrainerMixin(_TrainerBase):
         self._check_losses(losses, batch)
         loss = self.reweighter.reduce(losses, batch)
         return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.prediction_step`` without the reweighter's batch keys (``index``, ...)."""
+        drop = set(self._reweight_keys) - {"shift_labels"}
+        inputs = {key: value for key, value in inputs.items() if key not in drop}
+        return super().prediction_step(model, inputs, *args, **kwargs)
 
     @staticmethod
     def _check_losses(losses: Any, batch: Mapping[str, Any]) -> None:
