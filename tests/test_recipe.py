@@ -18,7 +18,7 @@ from recipes import train as recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-PRESETS = ["none", "static", "mixing", "dynamic", "full"]
+PRESETS = ["none", "static", "mixing", "dynamic", "full", "balanced"]
 TINY = [
     "steps=6",
     "batch_size=8",
@@ -191,6 +191,7 @@ def test_ddp_sim_two_cpu_processes(tmp_path: Path) -> None:
         sys.executable,
         str(ROOT / "recipes" / "train.py"),
         "trainer=ddp_sim",
+        "reweight=full",
         "logger=csv",
         *TINY,
         f"hydra.run.dir={tmp_path / 'run'}",
