@@ -1,6 +1,6 @@
 """The main job: a byte-level language model on a multi-domain corpus, with online reweighting.
 
-    python recipes/train.py                                   # reweight=balanced on the built-in corpus
+    python recipes/train.py                          # reweight=balanced on the built-in corpus
     python recipes/train.py reweight=none steps=200           # any key can be overridden
     python recipes/train.py -m reweight=none,mixing,dynamic,full     # ablations (Hydra multirun)
     python recipes/compare.py multirun/<date>/<time>                 # their comparison

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from reweight import DomainMixing, IndexedDataset, Reweighter  # noqa: E402
 from reweight.callback import ReweightCallback  # noqa: E402
+from tests.ranks import free_port  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZES = (120, 50, 10)  # three imbalanced domains
@@ -369,12 +369,6 @@ _DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_ddp_two_process_cpu(tmp_path: Path) -> None:
@@ -384,7 +378,7 @@ def test_ddp_two_process_cpu(tmp_path: Path) -> None:
     out.mkdir()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
     env.pop("CUDA_VISIBLE_DEVICES", None)

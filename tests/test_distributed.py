@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import doctest
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from reweight.distributed import (
     rank,
     world_size,
 )
+from tests.ranks import free_port
 
 
 def test_doctests() -> None:
@@ -74,12 +74,6 @@ def test_argument_errors() -> None:
 # ---------------------------------------------------------------- two processes (gloo)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _worker(rank_: int, world: int, port: int, out_dir: str) -> None:
     tdist.init_process_group(
         "gloo",
@@ -121,7 +115,7 @@ def _worker(rank_: int, world: int, port: int, out_dir: str) -> None:
     not (tdist.is_available() and tdist.is_gloo_available()), reason="gloo is not available"
 )
 def test_two_process_gloo(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
 
     expected_1d = torch.tensor([0, 1, 2, 100, 101, 102, 103, 104])
     expected_2d = torch.cat(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import itertools
 import math
-import socket
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from reweight import DomainMixing, InBatchWeights, LossPriority, Reweighter, Sta
 from reweight.mixing import Linear, cooldown, temperature_probs
 from reweight.sources import Source
 from reweight.weights import loss_weights
+from tests.ranks import free_port
 from tests.state_compare import assert_states_equal
 
 SIZES = (60, 30, 10)
@@ -434,12 +434,6 @@ def test_metrics_are_finite_floats_with_every_source() -> None:
 # ---------------------------------------------------------------- two ranks (gloo)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 GLOBAL_LOSS = torch.tensor([0.3, 2.0, 1.1, 0.7, 5.0, 0.2, 1.9], dtype=torch.float64)
 GLOBAL_INDEX = torch.tensor([0, 61, 95, 3, 62, 96, 7])
 SPLIT = 3  # rank 0 takes the first 3 samples, rank 1 the other 4 (unequal on purpose)
@@ -487,7 +481,7 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_two_ranks_compute_the_weights_of_one_process(tmp_path: Path) -> None:
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     single = _rw(
         sources=[
             InBatchWeights("linupper", r=0.5),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +34,7 @@ from reweight.integrations.huggingface import (
     per_sample_loss,
 )
 from tests import hf_harness
+from tests.ranks import run_ranks
 from tests.state_compare import state_differences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -357,45 +356,10 @@ def test_import_reweight_does_not_import_transformers() -> None:
 # ---------------------------------------------------------------- two processes (gloo)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run_ranks(cases: list[dict[str, Any]], out: Path, world: int) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "cases.json").write_text(json.dumps(cases))
-    port = str(_free_port())
-    procs = []
-    for rank in range(world):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        env.update(
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            LOCAL_WORLD_SIZE=str(world),
-            WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-            OMP_NUM_THREADS="1",
-        )
-        env.pop("CUDA_VISIBLE_DEVICES", None)
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.hf_harness", str(out / "cases.json"), str(out)],
-                cwd=str(REPO_ROOT),
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=900) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, stdout[-2000:] + stderr[-6000:]
+    run_ranks("tests.hf_harness", [str(out / "cases.json"), str(out)], out, world, timeout=900)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
 
 

@@ -17,7 +17,6 @@ import itertools
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.ranks import run_ranks
 from tests.resume_harness import SOURCES, STEPS, run_case
 from tests.state_compare import state_differences
 
@@ -86,45 +86,11 @@ def test_resume_equals_the_uninterrupted_run_on_one_rank(
     _check(case, run_case(case, tmp_path))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run_ranks(cases: list[dict[str, Any]], out: Path, world: int) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     cases_file = out / "cases.json"
     cases_file.write_text(json.dumps(cases))
-    port = str(_free_port())
-    procs = []
-    for rank in range(world):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        env.update(
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            NODE_RANK="0",
-            WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-        )
-        env.pop("CUDA_VISIBLE_DEVICES", None)
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.resume_harness", str(cases_file), str(out)],
-                cwd=str(REPO_ROOT),
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=1500) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, stdout[-2000:] + stderr[-6000:]
+    run_ranks("tests.resume_harness", [str(cases_file), str(out)], out, world, timeout=1500)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
 
 

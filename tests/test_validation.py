@@ -239,9 +239,21 @@ BAD: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         ValueError,
         "StaticImportance.log_weights",
     ),
+    (  # -inf marks an excluded item: only sampling can honour that
+        "static-logw-minus-inf-weight-mode",
+        _static(log_weights=np.r_[LOGW[:-1], -np.inf], mode="weight"),
+        ValueError,
+        "StaticImportance.log_weights",
+    ),
     (
-        "static-logw-inf",
-        _static(log_weights=np.r_[LOGW[:-1], -np.inf]),
+        "static-logw-minus-inf-proposal-mode",
+        _static(log_weights=np.r_[LOGW[:-1], -np.inf], mode="proposal"),
+        ValueError,
+        "StaticImportance.log_weights",
+    ),
+    (
+        "static-logw-plus-inf",
+        _static(log_weights=np.r_[LOGW[:-1], np.inf]),
         ValueError,
         "StaticImportance.log_weights",
     ),
