@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ByteTransformerLM", "make_optimizer", "per_sample_loss"]
+__all__ = ["ByteTransformerLM", "make_optimizer", "per_sample_loss", "warmup_cosine"]
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -249,3 +249,27 @@ def make_optimizer(
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # fused unsupported for this build or device
         return torch.optim.AdamW(groups, lr=lr)
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 10% of the peak at ``steps``.
+
+    The factor is a pure function of the step, so a restored scheduler continues exactly.
+
+    Example:
+        >>> from recipes.model import ByteTransformerLM, make_optimizer, warmup_cosine
+        >>> model = ByteTransformerLM(d_model=16, n_layers=1, n_heads=2, seq_len=8)
+        >>> scheduler = warmup_cosine(make_optimizer(model, lr=1.0), steps=10, warmup_steps=2)
+        >>> [round(f(s), 3) for f in scheduler.lr_lambdas[:1] for s in (0, 1, 2, 10)]
+        [0.5, 1.0, 1.0, 0.1]
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

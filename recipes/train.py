@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader
 
 from recipes.dashboard import make_dashboard
 from recipes.data import ByteLMDataset, Corpus, build_corpus, load_user_corpus
-from recipes.model import ByteTransformerLM, make_optimizer, per_sample_loss
+from recipes.model import ByteTransformerLM, make_optimizer, per_sample_loss, warmup_cosine
+from recipes.presets import preset_sources
 from reweight import IndexedDataset, ReweightCallback, Reweighter
 from reweight.sources import Source
 
@@ -169,15 +170,7 @@ class LanguageModel(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         cfg = self.cfg
         optimizer = make_optimizer(self.net, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
-        steps, warmup = int(cfg.steps), int(cfg.warmup_steps)
-
-        def factor(step: int) -> float:  # a pure function of the step (survives resume)
-            if step < warmup:
-                return (step + 1) / max(1, warmup)
-            progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = warmup_cosine(optimizer, int(cfg.steps), int(cfg.warmup_steps))
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -296,40 +289,8 @@ def _plain(node: Any) -> Any:
 
 
 def build_sources(cfg: DictConfig, corpus: Corpus, train_idx: np.ndarray) -> list[Source]:
-    """The preset's weight sources, instantiated from their ``_target_`` (a source class, or a
-    factory such as :func:`recipes.dsir.dsir_importance` that also takes the corpus and the
-    training split); each is named by its key under ``reweight.sources``; null entries are off.
-    """
-    import inspect
-
-    from hydra.errors import InstantiationException
-    from hydra.utils import get_object
-
-    context = {"corpus": corpus, "train_idx": train_idx}
-    sources: list[Source] = []
-    for name, spec in (cfg.reweight.get("sources") or {}).items():
-        if spec is None:
-            continue
-        if "_target_" not in spec:
-            raise ValueError(
-                f"reweight.sources.{name} has no _target_; give the source class, e.g. "
-                "_target_: reweight.sources.DomainMixing."
-            )
-        parameters = inspect.signature(get_object(spec._target_)).parameters
-        extra = {key: value for key, value in context.items() if key in parameters}
-        try:
-            source = instantiate(spec, name=str(name), _convert_="all", **extra)
-        except InstantiationException as error:  # show the source's own message, not Hydra's
-            if isinstance(error.__cause__, (ValueError, TypeError)):
-                raise error.__cause__ from None
-            raise
-        if not isinstance(source, Source):
-            raise TypeError(
-                f"reweight.sources.{name}: {spec._target_} built a {type(source).__name__}, "
-                "not a weight source (reweight.sources)."
-            )
-        sources.append(source)
-    return sources
+    """The weight sources of the ``reweight`` preset (:func:`recipes.presets.preset_sources`)."""
+    return preset_sources(cfg.reweight, corpus, train_idx)
 
 
 def build_reweighter(
