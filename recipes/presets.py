@@ -23,7 +23,7 @@ from reweight.sources import Source
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from recipes.data import Corpus
+    from recipes.data import AnyCorpus
 
 __all__ = ["PRESET_DIR", "load_preset", "preset_sources"]
 
@@ -45,7 +45,7 @@ def load_preset(name: str) -> DictConfig:
 
 
 def preset_sources(
-    preset: DictConfig, corpus: Corpus | None, train_idx: np.ndarray | None
+    preset: DictConfig, corpus: AnyCorpus | None, train_idx: np.ndarray | None
 ) -> list[Source]:
     """The preset's weight sources, instantiated from their ``_target_`` (a source class, or a
     factory such as :func:`recipes.dsir.dsir_importance` that also takes the corpus and the

@@ -32,16 +32,24 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from recipes.dashboard import make_dashboard
-from recipes.data import ByteLMDataset, Corpus, build_corpus, load_user_corpus
+from recipes.data import (
+    AnyCorpus,
+    ByteLMDataset,
+    TokenCorpus,
+    build_corpus,
+    load_hf_corpus,
+    load_user_corpus,
+)
 from recipes.model import ByteTransformerLM, make_optimizer, per_sample_loss, warmup_cosine
 from recipes.presets import preset_sources
 from reweight import IndexedDataset, ReweightCallback, Reweighter
 from reweight.sources import Source
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+BYTE_VOCAB = 256  # the model's vocabulary for text: bytes
 
 
 # ---------------------------------------------------------------------- logging
@@ -134,12 +142,18 @@ class LanguageModel(pl.LightningModule):
     val_sum: torch.Tensor  # per-domain validation loss sums and counts (buffers)
     val_count: torch.Tensor
 
-    def __init__(self, cfg: DictConfig, reweighter: Reweighter, names: list[str]) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        reweighter: Reweighter,
+        names: list[str],
+        vocab_size: int = BYTE_VOCAB,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.reweighter = reweighter
         self.domain_names = names
-        self.net: ByteTransformerLM = instantiate(cfg.model)
+        self.net: ByteTransformerLM = instantiate(cfg.model, vocab_size=vocab_size)
         self.register_buffer("val_sum", torch.zeros(len(names), dtype=torch.float64))
         self.register_buffer("val_count", torch.zeros(len(names), dtype=torch.float64))
 
@@ -180,8 +194,9 @@ class LanguageModel(pl.LightningModule):
 # ---------------------------------------------------------------------- data and reweighting
 
 
-def load_corpus(data: DictConfig) -> Corpus:
-    """The configured corpus: the built-in one, or the user's JSONL/Parquet files."""
+def load_corpus(data: DictConfig) -> AnyCorpus:
+    """The configured corpus: the built-in one, the user's JSONL/Parquet files or saved Hugging
+    Face dataset (all text, as bytes), or the blocks of the user's packed token files."""
     kind = data.kind
     if kind == "builtin":
         return build_corpus(
@@ -200,10 +215,67 @@ def load_corpus(data: DictConfig) -> Corpus:
             seq_len=int(data.seq_len),
             max_docs_per_domain=data.max_docs_per_domain,
         )
-    raise ValueError(f"data.kind {kind!r} is unknown; valid kinds: builtin, jsonl, parquet.")
+    if kind == "hf":
+        if not data.path:
+            raise ValueError(
+                "data=hf needs a dataset saved on disk: pass data.path=<the directory "
+                f"Dataset.save_to_disk wrote> (rows with a {data.text_column!r} text and a "
+                f"{data.domain_column!r} domain)."
+            )
+        return load_hf_corpus(
+            str(data.path),
+            split=data.split,
+            text_column=data.text_column,
+            domain_column=data.domain_column,
+            seq_len=int(data.seq_len),
+            max_docs_per_domain=data.max_docs_per_domain,
+        )
+    if kind == "tokens":
+        if not data.files:
+            raise ValueError(
+                "data=tokens needs token files: pass data.files='{web: web.bin, code: code.bin}' "
+                "(one flat token array per domain) or data.files=<a directory with one .bin or "
+                ".npy file per domain>, with data.dtype of the .bin files."
+            )
+        if data.seq_len != data.block_size:
+            raise ValueError(
+                f"data.seq_len ({data.seq_len}) must equal data.block_size ({data.block_size}) "
+                "for token data (the model's context is the block); set data.block_size only."
+            )
+        return TokenCorpus(_plain(data.files), block_size=data.block_size, dtype=data.dtype)
+    raise ValueError(
+        f"data.kind {kind!r} is unknown; valid kinds: builtin, jsonl, parquet, hf, tokens."
+    )
 
 
-def training_split(cfg: DictConfig, corpus: Corpus) -> tuple[np.ndarray, np.ndarray]:
+def model_vocab_size(cfg: DictConfig, corpus: AnyCorpus) -> int:
+    """``model.vocab_size`` checked against the data; null: what the data needs (256 for text,
+    read as bytes; for token files the largest token id + 1, found by one pass over them)."""
+    configured = cfg.model.get("vocab_size")
+    if configured is not None and (
+        isinstance(configured, bool) or not isinstance(configured, int) or configured < 1
+    ):
+        raise ValueError(
+            f"model.vocab_size must be a positive int or null (from the data), got {configured!r}."
+        )
+    if isinstance(corpus, TokenCorpus):
+        return corpus.vocab_size(configured)
+    if configured is not None and configured < BYTE_VOCAB:
+        raise ValueError(
+            f"model.vocab_size={configured} is below {BYTE_VOCAB}, the byte vocabulary of "
+            f"data={cfg.data.kind} (text is read as bytes); set it to null or {BYTE_VOCAB}."
+        )
+    return BYTE_VOCAB if configured is None else configured
+
+
+def sequences(corpus: AnyCorpus, indices: np.ndarray, vocab_size: int) -> Dataset[Any]:
+    """The torch dataset of some items of the corpus, each ``{"tokens": LongTensor}``."""
+    if isinstance(corpus, TokenCorpus):
+        return corpus.dataset(indices, vocab_size)
+    return ByteLMDataset(corpus, indices)
+
+
+def training_split(cfg: DictConfig, corpus: AnyCorpus) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) corpus indices: the seeded split of ``data``; with
     ``data.train_subset`` (a ``.npy`` of corpus indices, e.g. a data selection) those indices
     replace the training split, and the validation split stays as it is (a subset without
@@ -223,7 +295,7 @@ def training_split(cfg: DictConfig, corpus: Corpus) -> tuple[np.ndarray, np.ndar
 
 
 def cap_domains(
-    corpus: Corpus, train_idx: np.ndarray, caps: Mapping[str, int], *, seed: int
+    corpus: AnyCorpus, train_idx: np.ndarray, caps: Mapping[str, int], *, seed: int
 ) -> np.ndarray:
     """``train_idx`` with at most ``caps[name]`` sequences of each named domain (a seeded
     choice; ``data.max_train_per_domain``): makes a domain low-resource — repeated often under
@@ -261,7 +333,7 @@ def cap_domains(
     return train_idx[keep]
 
 
-def _train_subset(path: str, corpus: Corpus, val_idx: np.ndarray, seed: int) -> np.ndarray:
+def _train_subset(path: str, corpus: AnyCorpus, val_idx: np.ndarray, seed: int) -> np.ndarray:
     """The corpus indices of ``data.train_subset``, checked against the corpus and the
     validation split."""
     subset = np.load(str(path), allow_pickle=False)
@@ -288,13 +360,13 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def build_sources(cfg: DictConfig, corpus: Corpus, train_idx: np.ndarray) -> list[Source]:
+def build_sources(cfg: DictConfig, corpus: AnyCorpus, train_idx: np.ndarray) -> list[Source]:
     """The weight sources of the ``reweight`` preset (:func:`recipes.presets.preset_sources`)."""
     return preset_sources(cfg.reweight, corpus, train_idx)
 
 
 def build_reweighter(
-    cfg: DictConfig, corpus: Corpus, train_idx: np.ndarray, train_set: IndexedDataset
+    cfg: DictConfig, corpus: AnyCorpus, train_idx: np.ndarray, train_set: IndexedDataset
 ) -> Reweighter:
     """The Reweighter of a ``reweight`` preset (``reweight=none``: one without sources)."""
     return Reweighter.from_dataset(
@@ -343,17 +415,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     torch.set_float32_matmul_precision("high")
 
     corpus = load_corpus(cfg.data)
+    vocab_size = model_vocab_size(cfg, corpus)
     train_idx, val_idx = training_split(cfg, corpus)
     names = list(corpus.domain_names)
     train_domains = corpus.domains[train_idx]
+    train_items = sequences(corpus, train_idx, vocab_size)
     if np.unique(train_domains).size < len(names):  # a data.train_subset may leave domains out:
-        train_set = IndexedDataset(ByteLMDataset(corpus, train_idx))  # then train without them
+        train_set = IndexedDataset(train_items)  # then train without them
     else:
-        train_set = IndexedDataset(
-            ByteLMDataset(corpus, train_idx), domains=train_domains, domain_names=names
-        )
+        train_set = IndexedDataset(train_items, domains=train_domains, domain_names=names)
     val_set = IndexedDataset(
-        ByteLMDataset(corpus, val_idx), domains=corpus.domains[val_idx], domain_names=names
+        sequences(corpus, val_idx, vocab_size),
+        domains=corpus.domains[val_idx],
+        domain_names=names,
     )
     reweighter = build_reweighter(cfg, corpus, train_idx, train_set)
     train_loader = DataLoader(
@@ -392,7 +466,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
     )
-    module = LanguageModel(cfg, reweighter, names)
+    module = LanguageModel(cfg, reweighter, names, vocab_size)
     trainer.fit(module, train_loader, val_loader, ckpt_path=cfg.resume)
     trainer.validate(module, val_loader, verbose=False)
 

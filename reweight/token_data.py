@@ -320,6 +320,10 @@ class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
 
     def _read(self, k: int, start: int, count: int) -> np.ndarray:
         """``count`` tokens of segment ``k`` from token ``start``, as int64."""
+        return self._read_raw(k, start, count).astype(np.int64)
+
+    def _read_raw(self, k: int, start: int, count: int) -> np.ndarray:
+        """``count`` tokens of segment ``k`` from token ``start``, in the file's dtype."""
         seg = self._segments[k]
         handle = self._files[k]
         if handle is None:
@@ -338,7 +342,31 @@ class TokenBlocks(Dataset[dict[str, torch.Tensor]]):
                 f"{len(data)} of {nbytes} bytes at offset {offset}. It changed after the dataset "
                 "was built; build the dataset again."
             )
-        return np.frombuffer(data, dtype=dtype).astype(np.int64)
+        return np.frombuffer(data, dtype=dtype)
+
+    def token_range(self, chunk_tokens: int = 1 << 20) -> tuple[int, int]:
+        """(smallest, largest) token id in the blocks: one pass over the files, ``chunk_tokens``
+        at a time (memory stays flat; the time is that of reading every file once). The largest
+        id + 1 is the smallest vocabulary a model of these blocks can have.
+
+        Example:
+            >>> import pathlib, tempfile
+            >>> import numpy as np
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "train.bin"
+            >>> np.array([5, 7, 300, 2, 9], dtype=np.uint16).tofile(path)
+            >>> TokenBlocks({"all": path}, block_size=2, dtype="uint16").token_range()
+            (2, 300)
+        """
+        chunk_tokens = max(1, int(chunk_tokens))
+        low, high = None, None
+        for k, seg in enumerate(self._segments):
+            used = seg.blocks * self.block_size + int(self.shift)
+            for start in range(0, used, chunk_tokens):
+                part = self._read_raw(k, start, min(chunk_tokens, used - start))
+                low = int(part.min()) if low is None else min(low, int(part.min()))
+                high = int(part.max()) if high is None else max(high, int(part.max()))
+        assert low is not None and high is not None  # every domain has a block
+        return low, high
 
     @property
     def domains(self) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""The main job's data: multi-domain corpora of fixed-size byte documents, and their dataset.
+"""The main job's data: multi-domain corpora of fixed-size byte documents, and their dataset;
+or the blocks of the user's packed token files.
 
-Tokens are bytes (0..255), so there is no tokenizer and nothing is downloaded. One module per
+Text becomes bytes (0..255), so there is no tokenizer and nothing is downloaded. One module per
 job:
 
 ==============  ===============================================================================
@@ -12,7 +13,9 @@ module          job
 ``stdlib``      reading CPython's own text into the raw pieces of each built-in domain
 ``builtin``     :func:`build_corpus`: the built-in, heavily imbalanced corpus (see its page)
 ``cache``       the on-disk cache of built corpora (:func:`default_cache_dir`, manifest, key)
-``user``        :func:`load_user_corpus`: a corpus from the user's JSONL or Parquet files
+``user``        :func:`load_user_corpus`, :func:`load_hf_corpus`: a corpus from the user's
+                JSONL or Parquet files, or a Hugging Face dataset saved on disk
+``tokens``      :class:`TokenCorpus`: the blocks of the user's packed token files (not bytes)
 ==============  ===============================================================================
 
 Everything other code needs is importable from here.
@@ -36,14 +39,21 @@ from recipes.data.cache import default_cache_dir
 from recipes.data.corpus import Corpus, Split
 from recipes.data.dataset import ByteLMDataset
 from recipes.data.stdlib import DOMAINS
-from recipes.data.user import load_user_corpus
+from recipes.data.tokens import TokenCorpus
+from recipes.data.user import load_hf_corpus, load_user_corpus
+
+#: What the main job trains on: byte documents, or token blocks (the same split interface).
+AnyCorpus = Corpus | TokenCorpus
 
 __all__ = [
     "DOMAINS",
+    "AnyCorpus",
     "ByteLMDataset",
     "Corpus",
     "Split",
+    "TokenCorpus",
     "build_corpus",
     "default_cache_dir",
+    "load_hf_corpus",
     "load_user_corpus",
 ]

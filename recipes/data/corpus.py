@@ -17,7 +17,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from recipes.data.documents import check_cap, check_seq_len, chunk, is_int, short, stack
+from recipes.data.documents import (
+    check_cap,
+    check_seq_len,
+    chunk,
+    holdout_sizes,
+    is_int,
+    short,
+    stack,
+)
 
 __all__ = ["Corpus", "Split"]
 
@@ -322,33 +330,12 @@ class Corpus:
             >>> len(train), len(val), c.domains[val].tolist().count(1)
             (91, 11, 1)
         """
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float):
-            raise TypeError(f"val_fraction must be a number, got {short(val_fraction)}.")
-        if not 0.0 < float(val_fraction) < 1.0:
-            raise ValueError(
-                f"val_fraction must lie strictly between 0 and 1, got {val_fraction!r}. "
-                "Pass e.g. 0.05."
-            )
         if not is_int(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {short(seed)}.")
-        if max_val_per_domain is not None and (
-            not is_int(max_val_per_domain) or max_val_per_domain < 1
-        ):
-            raise ValueError(
-                f"max_val_per_domain must be None or an int >= 1, got {short(max_val_per_domain)}."
-            )
-        small = [n for n, s in zip(self._names, self._sizes, strict=True) if s < 2]
-        if small:
-            raise ValueError(
-                f"domains {small} have a single document, which cannot be both trained on and "
-                "validated. Add text to them or lower seq_len."
-            )
+        counts = holdout_sizes(self._sizes.tolist(), self._names, val_fraction, max_val_per_domain)
         train_parts, val_parts = [], []
-        for d, n in enumerate(self._sizes.tolist()):
+        for d, n_val in enumerate(counts):
             idx = np.flatnonzero(self._domains == d)
-            n_val = min(max(1, round(float(val_fraction) * n)), n - 1)
-            if max_val_per_domain is not None:
-                n_val = min(n_val, int(max_val_per_domain))
             perm = np.random.default_rng([int(seed), d]).permutation(idx)
             val_parts.append(perm[:n_val])
             train_parts.append(perm[n_val:])

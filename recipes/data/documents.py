@@ -27,6 +27,7 @@ __all__ = [
     "check_cap",
     "check_seq_len",
     "chunk",
+    "holdout_sizes",
     "is_int",
     "short",
     "spread",
@@ -116,3 +117,48 @@ def stack(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     tokens = np.concatenate(blocks)
     domains = np.repeat(np.arange(len(blocks), dtype=np.int64), [len(b) for b in blocks])
     return tokens, domains
+
+
+def holdout_sizes(
+    sizes: Sequence[int],
+    names: Sequence[str],
+    val_fraction: Any,
+    max_val_per_domain: Any = None,
+    *,
+    unit: str = "document",
+    fix: str = "Add text to them or lower seq_len.",
+) -> list[int]:
+    """Validation items per domain: ``round(val_fraction * n_d)``, at least one and at most
+    ``n_d - 1`` (and at most ``max_val_per_domain``), with the parameters checked; a domain of a
+    single ``unit`` is an error that says ``fix``.
+
+    Example:
+        >>> from recipes.data.documents import holdout_sizes
+        >>> holdout_sizes([400, 8, 2], ["a", "b", "c"], 0.1, max_val_per_domain=32)
+        [32, 1, 1]
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float):
+        raise TypeError(f"val_fraction must be a number, got {short(val_fraction)}.")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(
+            f"val_fraction must lie strictly between 0 and 1, got {val_fraction!r}. Pass e.g. 0.05."
+        )
+    if max_val_per_domain is not None and (
+        not is_int(max_val_per_domain) or max_val_per_domain < 1
+    ):
+        raise ValueError(
+            f"max_val_per_domain must be None or an int >= 1, got {short(max_val_per_domain)}."
+        )
+    small = [n for n, s in zip(names, sizes, strict=True) if s < 2]
+    if small:
+        raise ValueError(
+            f"domains {small} have a single {unit}, which cannot be both trained on and "
+            f"validated. {fix}"
+        )
+    counts = []
+    for n in sizes:
+        n_val = min(max(1, round(float(val_fraction) * int(n))), int(n) - 1)
+        if max_val_per_domain is not None:
+            n_val = min(n_val, int(max_val_per_domain))
+        counts.append(n_val)
+    return counts
