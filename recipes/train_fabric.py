@@ -29,6 +29,14 @@ from recipes.model import make_optimizer, per_sample_loss, warmup_cosine
 from reweight import Reweighter
 
 
+def _launched_nodes() -> int:
+    """The node count a launcher set: torchrun's world / local world, or SLURM's; else 1."""
+    world, local = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
+    if world and local:
+        return max(1, int(world) // int(local))
+    return int(os.environ.get("SLURM_NNODES", 1))
+
+
 def main(argv: list[str] | None = None) -> None:
     cli = parser(__doc__ or "")
     cli.add_argument(
@@ -37,8 +45,19 @@ def main(argv: list[str] | None = None) -> None:
         default=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),  # torchrun's --nproc_per_node
         help="processes (DDP when more than 1)",
     )
+    cli.add_argument(
+        "--num-nodes",
+        type=int,
+        default=_launched_nodes(),
+        help="nodes (default: torchrun's WORLD_SIZE / LOCAL_WORLD_SIZE, or SLURM_NNODES)",
+    )
     args = cli.parse_args(argv)
-    fabric = Fabric(devices=args.devices, strategy="ddp" if args.devices > 1 else "auto")
+    distributed = args.devices * args.num_nodes > 1
+    fabric = Fabric(
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy="ddp" if distributed else "auto",
+    )
     fabric.launch()
 
     train_set, sources = training_set_and_sources(args)
