@@ -1,5 +1,5 @@
-"""The global batch: per-sample losses, indices, ranks and batch columns, checked and gathered
-across ranks (a no-op on one process), and the warnings about what a batch carries."""
+"""The global batch: per-sample losses, indices, ranks and batch columns as rows, gathered across
+ranks (a no-op on one process) and checked, and the warnings about what a batch carries."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from reweight import distributed
 from reweight.data import require_index
 from reweight.sources.base import GlobalBatch
 
-__all__ = ["check_index", "gather_batch", "warn_nonfinite", "warn_unmatched"]
+__all__ = [
+    "check_index",
+    "gather_rows",
+    "local_rows",
+    "parse_rows",
+    "warn_nonfinite",
+    "warn_unmatched",
+]
 
 
 def check_index(index: Any, num_items: int) -> np.ndarray:
@@ -39,9 +46,12 @@ def check_index(index: Any, num_items: int) -> np.ndarray:
     return idx
 
 
-def _local_columns(
-    per_sample_loss: Any, batch: Any, keys: Sequence[str], num_items: int
-) -> tuple[list[torch.Tensor], list[str]]:
+def local_rows(
+    per_sample_loss: Any, batch: Any, keys: Sequence[str]
+) -> tuple[torch.Tensor, list[str]]:
+    """The local batch as float64 rows (loss, index, rank, then the ``keys`` the batch carries)
+    on the loss's device, and those keys. Checks shapes only: nothing is read back to the host
+    (the indices are range-checked by :func:`parse_rows`)."""
     index = require_index(batch)
     if not isinstance(per_sample_loss, torch.Tensor):
         raise TypeError(f"per_sample_loss must be a tensor, got {type(per_sample_loss)}.")
@@ -51,43 +61,43 @@ def _local_columns(
             f"{index.numel()} indices; compute the loss with reduction='none' (one value per "
             "sample) and average any extra dimensions per sample first."
         )
-    local_idx = index.detach().cpu().to(torch.int64)
-    check_index(local_idx, num_items)
-    loss = per_sample_loss.detach().to(device="cpu", dtype=torch.float64)
-    columns = [loss, local_idx.to(torch.float64), torch.full_like(loss, distributed.rank())]
+    device, f64 = per_sample_loss.device, torch.float64
+    loss = per_sample_loss.detach().to(device=device, dtype=f64)
+    columns = [loss, index.detach().to(device=device, dtype=f64)]
+    columns.append(torch.full_like(loss, distributed.rank()))
     present = [key for key in keys if isinstance(batch, Mapping) and key in batch]
     for key in present:
-        column = torch.as_tensor(batch[key]).detach().cpu().to(torch.float64).reshape(-1)
+        column = torch.as_tensor(batch[key]).detach().to(device=device, dtype=f64).reshape(-1)
         if column.numel() != loss.numel():
             raise ValueError(
                 f"batch[{key!r}] has {column.numel()} values for {loss.numel()} samples; give "
                 "one per sample."
             )
         columns.append(column)
-    return columns, present
+    return torch.stack(columns, dim=1), present
 
 
-def gather_batch(
-    per_sample_loss: torch.Tensor,
-    batch: Any,
-    *,
+def gather_rows(local: torch.Tensor) -> np.ndarray:
+    """Every rank's rows (:func:`local_rows`), all-gathered, on the host."""
+    return distributed.all_gather_cat(local.to(distributed.collective_device())).cpu().numpy()
+
+
+def parse_rows(
+    rows: np.ndarray,
     keys: Sequence[str],
+    *,
     num_items: int,
     item_domains: Callable[[np.ndarray], np.ndarray],
     nonfinite: str,
     step: int,
     progress: float,
 ) -> tuple[GlobalBatch, np.ndarray]:
-    """The global batch and the rank of each of its samples.
+    """The global batch of gathered rows and the rank of each of its samples.
 
-    Checks the local batch (an ``index``, one loss per sample, the optional ``keys`` one value
-    per sample), all-gathers it, and raises on non-finite losses when ``nonfinite="raise"``
-    or when every loss is bad.
+    Checks the indices, and raises on non-finite losses when ``nonfinite="raise"`` or when
+    every loss is bad. Changes nothing.
     """
-    columns, present = _local_columns(per_sample_loss, batch, keys, num_items)
-    local = torch.stack(columns, dim=1).to(distributed.collective_device())
-    rows = distributed.all_gather_cat(local).cpu().numpy()
-    idx, losses = rows[:, 1].astype(np.int64), rows[:, 0]
+    idx, losses = check_index(rows[:, 1].astype(np.int64), num_items), rows[:, 0]
     valid = np.isfinite(losses)
     if not valid.all() and (nonfinite == "raise" or not valid.any()):
         raise ValueError(
@@ -95,7 +105,7 @@ def gather_batch(
             f"{float(losses[~valid][0])!r}); fix the loss or lower the learning rate — nothing "
             "was updated." + ("" if valid.any() else " (Every loss of the batch was bad.)")
         )
-    extra = {key: rows[:, 3 + i] for i, key in enumerate(present)}
+    extra = {key: rows[:, 3 + i] for i, key in enumerate(keys)}
     gathered = GlobalBatch(idx, item_domains(idx), losses, valid, extra, step, progress)
     return gathered, rows[:, 2].astype(np.int64)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -14,11 +15,19 @@ import torch
 
 from reweight import distributed, engine_state
 from reweight._checks import check_choice, check_int
-from reweight.batch import check_index, gather_batch, warn_nonfinite, warn_unmatched
+from reweight.batch import (
+    check_index,
+    gather_rows,
+    local_rows,
+    parse_rows,
+    warn_nonfinite,
+    warn_unmatched,
+)
 from reweight.engine_state import MAX_STEP
 from reweight.metrics import BatchRecord
 from reweight.sampler import ReweightSampler
-from reweight.sources import GlobalBatch, Layout, Source, make_source
+from reweight.sampler.stream import DrawMatch
+from reweight.sources import BatchLosses, GlobalBatch, Layout, Source, make_source
 from reweight.sources.compose import Composition
 
 __all__ = ["Reweighter"]
@@ -69,30 +78,64 @@ def _make_sources(sources: Any) -> tuple[list[Source], list[str]]:
 
 def _combine_weights(
     sources: Sequence[Source],
-    batch: GlobalBatch,
-    ratios: np.ndarray | None,
+    batch: BatchLosses,
+    ratios: torch.Tensor | None,
     self_normalize: bool,
-) -> np.ndarray:
-    """The global batch's loss weights: every source's in-batch weights times p/q
-    (``ratios``; None when p = q), 0 for masked samples, mean 1 over the valid ones when
-    ``self_normalize``. Changes nothing."""
-    weights = batch.valid.astype(np.float64)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch's loss weights and their sum before normalising: every source's
+    in-batch weights times p/q (``ratios``; None when p = q), 0 for masked samples, mean 1
+    over the valid ones when ``self_normalize``. Tensor operations on the losses' device only
+    (nothing is read back: :func:`_check_total` checks the sum later). Changes nothing."""
+    weights = batch.valid.to(torch.float64)
     for source in sources:
         extra = source.batch_weights(batch)
         if extra is not None:
             weights = weights * extra
     if ratios is not None:
         weights = weights * ratios
-    weights = np.where(batch.valid, weights, 0.0)
-    total = float(weights.sum())
+    weights = torch.where(batch.valid, weights, 0.0)
+    total = weights.sum()
+    if self_normalize:
+        weights = weights * (batch.valid.sum() / total)
+    return weights, total
+
+
+def _check_total(total: float) -> None:
     if not total > 0 or not np.isfinite(total):
         raise ValueError(
-            "the batch's loss weights sum to 0: its items have zero target probability; "
-            "draw batches from reweighter.sampler (nothing was updated)."
+            f"the batch's loss weights sum to {total!r}, not a positive number: its items have "
+            "zero target probability (draw batches from reweighter.sampler), or an in-batch "
+            "strategy returned non-finite scores (nothing was updated)."
         )
-    if self_normalize:
-        weights *= int(batch.valid.sum()) / total
-    return weights
+
+
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    """A host copy of ``t``; from a CUDA device, into pinned memory without waiting for it."""
+    if not t.is_cuda:
+        return t.clone()
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return out.copy_(t, non_blocking=True)
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device``; to a CUDA device, from pinned memory without waiting."""
+    t = torch.from_numpy(array)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """The host part of a deferred :meth:`Reweighter.reduce`: host copies of the local rows
+    and of the weights (their sum last), complete once ``event`` has passed (None: already),
+    and the draws the weights assumed the batch was."""
+
+    rows: torch.Tensor
+    weights: torch.Tensor
+    keys: list[str]
+    step: int
+    progress: float
+    expected: np.ndarray | None
+    event: Any
 
 
 def _warn_length(message: str) -> None:
@@ -201,6 +244,9 @@ class Reweighter:
         }
         self._batch_keys = sorted({key for s in built for key in s.batch_keys})
         self._warned_unmatched = False
+        self._defer: bool | None = None  # None: defer the host part of reduce() on CUDA
+        self._pending: _Pending | None = None
+        sampler.before_draw = self._settle
 
     @classmethod
     def from_dataset(cls, dataset: Any, **kwargs: Any) -> Reweighter:
@@ -223,6 +269,7 @@ class Reweighter:
         """Sets the run's length in optimizer steps (part of :meth:`state_dict`); changing a
         known length warns with both values (schedules then read progress against the new
         length from the current step on)."""
+        self._settle()
         total, old = _check_total_steps(total_steps), self.total_steps
         probs = self._composition.domain_probs(self._progress_at(self.global_step, total))
         if old is not None and total != old:
@@ -254,6 +301,7 @@ class Reweighter:
     def importance_ratios(self, index: torch.Tensor | np.ndarray) -> torch.Tensor:
         """p(i)/q(i) of each item under the current q (float64 tensor; 1 when p = q).
         :meth:`reduce` divides by the q each item was drawn with instead."""
+        self._settle()
         idx = check_index(index, self.sampler.num_items)
         if not self._composition.weighting:
             return torch.ones(idx.size, dtype=torch.float64)
@@ -265,6 +313,15 @@ class Reweighter:
         Per-sample losses and indices are all-gathered (a no-op on one process), so every rank
         computes the same weights and applies its own slice; sources learn from the global batch.
 
+        On one CUDA process nothing waits for the GPU: the weights are computed there, and
+        what the host learns from the batch (the loss table, online rules, metrics, the checks
+        of non-finite losses) is copied without blocking and applied before anything reads the
+        state — the next draw, ``step()``, ``reduce()``, ``metrics()`` or ``state_dict()`` —
+        with the same result as at once. An error found then (non-finite losses with
+        ``nonfinite="raise"``, every loss bad, a batch that is not the sampler's next draws
+        while p ≠ q) is raised by that call, which changes nothing; this batch's loss was
+        already returned, with its bad losses masked.
+
         Args:
             per_sample_loss: shape (batch,), e.g. ``F.cross_entropy(..., reduction="none")``.
             batch: the batch dict; must carry ``"index"`` (use :class:`~reweight.IndexedDataset`)
@@ -273,45 +330,117 @@ class Reweighter:
         Returns:
             A scalar loss to backpropagate; the weights carry no gradient.
         """
-        gathered, ranks = gather_batch(
-            per_sample_loss,
-            batch,
-            keys=self._batch_keys,
+        self._settle()
+        local, keys = local_rows(per_sample_loss, batch, self._batch_keys)
+        step, progress = self.global_step, self.progress
+        expected = None
+        defer = self._defers(local)
+        if defer and self._composition.weighting:  # p/q needs the items: the next draws
+            expected = self.sampler.next_draws(local.shape[0])
+            defer = expected is not None
+        if defer:
+            rows, mine = local, None
+            ratios = None if expected is None else self._ratios(*expected)
+        else:  # read the batch now (on a GPU, this waits for it)
+            gathered_rows = gather_rows(local)
+            gathered, ranks = self._parse(gathered_rows, keys, step, progress)
+            draws = self.sampler.match_draws(gathered.index, ranks)
+            ratios = None  # no state changes from here to the updates below
+            if self._composition.weighting:
+                if draws is None and not self._warned_unmatched and self.sampler.draws_yielded:
+                    self._warned_unmatched = True
+                    warn_unmatched()
+                ratios = self._ratios(gathered.index, draws)
+            rows, mine = torch.from_numpy(gathered_rows), ranks == distributed.rank()
+        losses = rows[:, 0].contiguous()
+        columns = {key: rows[:, 3 + i].contiguous() for i, key in enumerate(keys)}
+        valid = torch.isfinite(losses)
+        scores = BatchLosses(losses, valid, columns, step, progress)
+        device_ratios = None if ratios is None else _to_device(ratios, rows.device)
+        weights, total = _combine_weights(self.sources, scores, device_ratios, self.self_normalize)
+        if defer:
+            both = torch.cat([weights, total.reshape(1)])
+            host_rows, host_weights = _to_host(local), _to_host(both)
+            event = torch.cuda.Event() if local.is_cuda else None
+            if event is not None:
+                event.record()  # after the copies: it passes when they are complete
+            items = None if expected is None else expected[0]
+            self._pending = _Pending(host_rows, host_weights, keys, step, progress, items, event)
+            local_w = weights
+        else:
+            _check_total(float(total))
+            self._learn(gathered, draws, weights.numpy())
+            local_w = weights[torch.from_numpy(mine)]
+        safe = torch.where(torch.isfinite(per_sample_loss), per_sample_loss, 0.0)
+        world = torch.full((), distributed.world_size(), dtype=torch.float64, device=valid.device)
+        scale = world / valid.sum().clamp(min=1)
+        loss = (local_w.to(per_sample_loss) * safe).sum()
+        return loss * scale.to(per_sample_loss)
+
+    def _defers(self, rows: torch.Tensor) -> bool:
+        """Whether this reduce() leaves its host part for later: on one CUDA process (or when
+        forced by ``_defer``, as the tests do)."""
+        wanted = rows.is_cuda if self._defer is None else self._defer
+        return wanted and not distributed.is_distributed()
+
+    def _parse(
+        self, rows: np.ndarray, keys: list[str], step: int, progress: float
+    ) -> tuple[GlobalBatch, np.ndarray]:
+        return parse_rows(
+            rows,
+            keys,
             num_items=self.sampler.num_items,
             item_domains=self.sampler.item_domains,
             nonfinite=self.nonfinite,
-            step=self.global_step,
-            progress=self.progress,
+            step=step,
+            progress=progress,
         )
-        valid, num_valid = gathered.valid, int(gathered.valid.sum())
-        draws = self.sampler.match_draws(gathered.index, ranks)
-        ratios = None  # no state changes from here to the updates below
-        if self._composition.weighting:
-            if draws is None and not self._warned_unmatched and self.sampler.draws_yielded:
-                self._warned_unmatched = True
-                warn_unmatched()
-            q = draws.q if draws is not None else self.sampler.probabilities(gathered.index)
-            ratios = self._composition.ratios(gathered.index, q)
-        weights = _combine_weights(self.sources, gathered, ratios, self.self_normalize)
-        if not valid.all() and not self._record.masked_total:
-            warn_nonfinite(gathered)
-        finite = gathered.finite()
+
+    def _ratios(self, items: np.ndarray, draws: DrawMatch | None) -> np.ndarray:
+        """p/q of the batch's items, q as they were drawn (the current q when unmatched)."""
+        q = draws.q if draws is not None else self.sampler.probabilities(items)
+        return self._composition.ratios(items, q)
+
+    def _learn(self, batch: GlobalBatch, draws: DrawMatch | None, weights: np.ndarray) -> None:
+        """What the host learns from a global batch: warnings, sources, draws consumed, the
+        record. Checks first: a failure changes nothing."""
+        if not batch.valid.all() and not self._record.masked_total:
+            warn_nonfinite(batch)
+        finite = batch.finite()
         for source in self.sources:  # every check before any change
             source.check_observe(finite)
         for source in self.sources:
             self._composition.route(source, source.observe(finite))
         if draws is not None:
             self.sampler.commit_draws(draws)
-        self._record.observe(gathered, weights, None if draws is None else draws.clock)
-        mine = ranks == distributed.rank()
-        local_w = torch.from_numpy(weights[mine]).to(per_sample_loss)
-        local_valid = torch.from_numpy(valid[mine]).to(per_sample_loss.device)
-        safe = torch.where(local_valid, per_sample_loss, torch.zeros_like(per_sample_loss))
-        return (local_w * safe).sum() * (distributed.world_size() / num_valid)
+        self._record.observe(batch, weights, None if draws is None else draws.clock)
+
+    def _settle(self) -> None:
+        """Applies the host part of a deferred reduce() (waiting for its copies, long done by
+        the time anything reads the state); an error drops the batch whole."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if pending.event is not None:
+            pending.event.synchronize()
+        rows = pending.rows.numpy()
+        batch, ranks = self._parse(rows, pending.keys, pending.step, pending.progress)
+        draws = self.sampler.match_draws(batch.index, ranks)
+        if pending.expected is not None and not np.array_equal(batch.index, pending.expected):
+            raise ValueError(
+                "reduce(): the batch's indices are not the next draws of reweighter.sampler, "
+                "and its loss weights (computed on the GPU without reading the indices back) "
+                "assumed they were; nothing of that batch was learnt. Draw training batches "
+                "from reweighter.sampler and pass each to reduce() in order."
+            )
+        weights = pending.weights.numpy()
+        _check_total(float(weights[-1]))
+        self._learn(batch, draws, weights[:-1])
 
     def step(self) -> None:
         """Advances one optimizer step (call after ``optimizer.step()``): moves schedules to
         the new progress and lets each source act on the new step."""
+        self._settle()
         if self.needs_total_steps and self.total_steps is None:
             raise ValueError(
                 "this Reweighter has sources that read training progress, which needs the run's "
@@ -336,12 +465,14 @@ class Reweighter:
     @property
     def last_loss_weights(self) -> np.ndarray:
         """The loss weights of the last global batch (finite entries only; a copy)."""
+        self._settle()
         return self._record.last_weights.copy()
 
     def metrics(self) -> dict[str, float]:
         """Flat diagnostics for a logger (reads only): progress; the sampler's ESS, entropy,
         max/min ratio and lag; target / sampled / realised share and loss per domain; each
         source's metrics under its name; loss-weight ESS and max/min; masked losses."""
+        self._settle()
         stats = self.sampler.stats()
         out = {
             "progress": float(self.progress),
@@ -363,6 +494,7 @@ class Reweighter:
         p's own masses and the sampler (its draws in flight are handed out again after a
         restore, so a resumed run continues as an uninterrupted one). Any rank's state is the
         whole state: every rank holds identical weights and every rank's position."""
+        self._settle()
         return engine_state.state_of(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -371,4 +503,5 @@ class Reweighter:
         the DataLoader draws: the draws in flight at the checkpoint are handed out first. A
         saved run length is adopted when none is set; a different one set already is kept,
         with a warning."""
+        self._settle()
         engine_state.restore(self, state)

@@ -8,7 +8,7 @@ the global draw sequence (positions, epochs, ranks, replay, records) in a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -115,6 +115,9 @@ class ReweightSampler(DistributedSampler):
         elif domain_probs is not None:
             tree.set_domain_probs(probs)
         self._requested_epoch = 0
+        # Called before each draw is handed out: the Reweighter completes updates it deferred
+        # (a CUDA step's loss table) so that every draw sees them, as the stream contract says.
+        self.before_draw: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ weights
 
@@ -343,7 +346,18 @@ class ReweightSampler(DistributedSampler):
         each with its original item and probability; an earlier iterator stops.
         """
         self._resolve_distributed()
-        return self._stream.iterate()
+        items = self._stream.iterate()
+        return items if self.before_draw is None else self._after_updates(items)
+
+    def _after_updates(self, items: Iterator[int]) -> Iterator[int]:
+        """``items``, calling :attr:`before_draw` before each one is handed out."""
+        while True:
+            if self.before_draw is not None:
+                self.before_draw()
+            item = next(items, None)
+            if item is None:
+                return
+            yield item
 
     # ------------------------------------------------------------------ draw records
 
@@ -375,6 +389,21 @@ class ReweightSampler(DistributedSampler):
                 "item."
             )
         return self._stream.match(idx, rank_ids)
+
+    def next_draws(self, count: int) -> tuple[np.ndarray, DrawMatch] | None:
+        """The items and draw records of the global batch made of every rank's next ``count``
+        draws not trained on (what :meth:`match_draws` returns for that batch), or None when
+        they have not all been handed out. Changes nothing.
+
+        Example:
+            >>> sampler = ReweightSampler(4, seed=3)
+            >>> batch = [next(it) for it in [iter(sampler)] for _ in range(2)]
+            >>> items, match = sampler.next_draws(2)
+            >>> items.tolist() == batch, match.q.tolist()
+            (True, [0.25, 0.25])
+        """
+        ranks = np.repeat(np.arange(self.num_replicas), int(count))
+        return self._stream.next_draws(ranks)
 
     def commit_draws(self, match: DrawMatch) -> None:
         """Marks the draws of a matched batch as trained on (see :meth:`match_draws`)."""

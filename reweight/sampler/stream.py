@@ -351,21 +351,35 @@ class DrawStream:
     ) -> DrawMatch | None:
         """The common case in one vectorised pass: every rank's batch is exactly its next
         draws (None otherwise; :meth:`match` then searches rank by rank)."""
+        nxt = self.next_draws(ranks, consumed)
+        if nxt is None or not np.array_equal(nxt[0], items):
+            return None
+        return nxt[1]
+
+    def next_draws(
+        self, ranks: np.ndarray, consumed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, DrawMatch] | None:
+        """The items and records of the global batch made of every rank's next draws not
+        trained on (``ranks``: the rank of each row, rank-major), or None when they have not
+        all been handed out. Changes nothing."""
         world, records = self.world_size, self._records
+        if consumed is None:
+            consumed = self._consumed.copy() if self._tracking else np.full(world, self._yielded)
+        if ranks.size == 0 or ranks.min() < 0 or ranks.max() >= world:
+            return None
         counts = np.bincount(ranks, minlength=world)
         first = self._first_unconsumed()
         order = np.argsort(ranks, kind="stable")
-        within = np.empty(items.size, dtype=np.int64)  # each row's place in its rank's batch
-        within[order] = np.arange(items.size) - (np.cumsum(counts) - counts)[ranks[order]]
+        within = np.empty(ranks.size, dtype=np.int64)  # each row's place in its rank's batch
+        within[order] = np.arange(ranks.size) - (np.cumsum(counts) - counts)[ranks[order]]
         rows = world * (first[ranks] + within) + ranks - records.start
         if rows.min() < 0 or rows.max() >= world * self._handed_end - records.start:
-            return None
-        if not np.array_equal(records.items[rows], items):
             return None
         present = counts > 0
         consumed = consumed.copy()
         consumed[present] = first[present] + counts[present]
-        return DrawMatch(q=records.q[rows], clock=records.clock[rows], consumed=consumed)
+        match = DrawMatch(q=records.q[rows], clock=records.clock[rows], consumed=consumed)
+        return records.items[rows], match
 
     def _first_unconsumed(self) -> np.ndarray:
         """Every rank's first local counter not trained on (untracked until now: the first one

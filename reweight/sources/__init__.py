@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reweight.sources.base import MODES, GlobalBatch, ItemUpdate, Layout, Mode, Source
+from reweight.sources.base import MODES, BatchLosses, GlobalBatch, ItemUpdate, Layout, Mode, Source
 from reweight.sources.in_batch import InBatchWeights
 from reweight.sources.loss_priority import LossPriority
 from reweight.sources.mixing import DomainMixing
@@ -35,6 +35,7 @@ from reweight.sources.static import StaticImportance
 __all__ = [
     "MODES",
     "SOURCES",
+    "BatchLosses",
     "DomainMixing",
     "GlobalBatch",
     "InBatchWeights",

@@ -37,6 +37,7 @@ from reweight._checks import check_choice
 
 __all__ = [
     "MODES",
+    "BatchLosses",
     "GlobalBatch",
     "ItemUpdate",
     "Layout",
@@ -107,6 +108,27 @@ class GlobalBatch:
             self.step,
             self.progress,
         )
+
+
+@dataclass(frozen=True)
+class BatchLosses:
+    """The global batch's losses where they are (on the GPU in a CUDA step), for in-batch loss
+    weights: read them with tensor operations only, never back to the host, so the training
+    step is not synchronised.
+
+    Attributes:
+        losses: per-sample training losses (float64; non-finite where ``valid`` is False).
+        valid: which losses are finite.
+        columns: the per-sample batch columns the sources asked for (float64).
+        step: the optimizer step the batch is trained at.
+        progress: training progress in [0, 1] at that step.
+    """
+
+    losses: torch.Tensor
+    valid: torch.Tensor
+    columns: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    step: int = 0
+    progress: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -225,9 +247,11 @@ class Source(abc.ABC):
         """Its fixed per-item factor (N float64 values in (0, 1]), or None."""
         return None
 
-    def batch_weights(self, batch: GlobalBatch) -> np.ndarray | None:
-        """In-batch loss weights for the global batch (0 where ``batch.valid`` is False), or
-        None. Called before any state changes; must not change state."""
+    def batch_weights(self, batch: BatchLosses) -> torch.Tensor | None:
+        """In-batch loss weights for the global batch (float64 on the losses' device, 0 where
+        ``batch.valid`` is False), or None. Called before any state changes; must not change
+        state, nor read the losses back to the host (non-finite weights are an error the
+        Reweighter reports)."""
         return None
 
     # ---- learning from the global batch and from steps

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from reweight._checks import check_int, check_range, named
 from reweight.mixing import check_schedule, make_schedule
-from reweight.sources.base import GlobalBatch, Source
+from reweight.sources.base import BatchLosses, Source
 from reweight.weights import cap_losses, get_strategy, loss_weights, strategy_at
 
 __all__ = ["InBatchWeights"]
@@ -96,20 +95,15 @@ class InBatchWeights(Source):
     def needs_progress(self) -> bool:
         return not isinstance(self.r, (int, float))
 
-    def batch_weights(self, batch: GlobalBatch) -> np.ndarray | None:
+    def batch_weights(self, batch: BatchLosses) -> torch.Tensor | None:
         strategy = strategy_at(self.strategy, batch.step, burn_in_steps=int(self.burn_in_steps))
         if strategy == "uniform":
             return None
         values = batch.losses
         if self.cap_z is not None:
-            values = cap_losses(torch.from_numpy(values), self.cap_z).numpy()
-        weights = loss_weights(
-            torch.from_numpy(values),
-            strategy,
-            float(self._r(batch.progress)),
-            valid=torch.from_numpy(batch.valid),
-        )
-        return weights.numpy().astype(np.float64)
+            values = cap_losses(values, self.cap_z)
+        r = float(self._r(batch.progress))
+        return loss_weights(values, strategy, r, valid=batch.valid, check=False)
 
     def metrics(self, step: int, progress: float) -> dict[str, float]:
         return {"r": float(self._r(progress)), "burn_in": float(step < self.burn_in_steps)}

@@ -22,9 +22,11 @@ The "hard" strategy is the same construction on the raw losses, ``w ∝ exp(l / 
 ``τ = r``: the worst case of a KL-regularised distributionally robust objective
 (``max_w Σ w_i l_i − τ · KL(w ‖ uniform)``), which upweights hard examples.
 
-A strategy is a function ``(losses, h) -> scores`` of the valid losses (float64, finite,
-non-empty) and their normalised values; the weights are ``n · softmax(scores / r)``. New ones
-are added with :func:`register_strategy`.
+A strategy is a function ``(losses, h) -> scores`` of the batch's losses (float64, finite) and
+their normalised values, applied entry by entry: masked entries are passed as the middle of the
+valid range (``h = 0``) and their scores ignored, so that nothing is read back from the device;
+the weights are ``n · softmax(scores / r)`` over the valid entries. New ones are added with
+:func:`register_strategy`.
 
 Everything here is pure: no project imports, no state, no gradients (weights are computed from
 detached losses).
@@ -51,7 +53,8 @@ __all__ = [
 ]
 
 StrategyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``fn(losses, h) -> scores``: float64 1-D tensors of the valid entries; scores finite."""
+"""``fn(losses, h) -> scores``: float64 1-D tensors of the batch (masked entries at the middle of
+the valid range, scores ignored); scores finite where valid."""
 
 DEFAULT_MIN_RANGE = 1e-6
 
@@ -107,9 +110,10 @@ def register_strategy(name: str, fn: StrategyFn, *, overwrite: bool = False) -> 
 
     Args:
         name: the strategy's name; stored in lower case.
-        fn: ``fn(losses, h) -> scores``: receives the valid losses and their min–max
-            normalised values ``h ∈ [−1, 1]`` (float64 1-D tensors of the same length) and
-            returns one finite score per entry; weights are ``n · softmax(scores / r)``.
+        fn: ``fn(losses, h) -> scores``: receives the losses and their min–max normalised
+            values ``h ∈ [−1, 1]`` (float64 1-D tensors of the same length; masked entries at
+            the middle of the valid range, their scores ignored) and returns one finite score
+            per valid entry, entry by entry; weights are ``n · softmax(scores / r)``.
         overwrite: allow replacing an existing strategy (built-ins included).
 
     Returns:
@@ -226,14 +230,17 @@ def _check_min_range(min_range: float) -> float:
     return value
 
 
-def _normalize(x: torch.Tensor, min_range: float) -> torch.Tensor:
-    """h of finite float64 values, overflow-safe (halves before differences)."""
-    low, high = x.min(), x.max()
+def _normalize(
+    x: torch.Tensor, mask: torch.Tensor, min_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h of the float64 values where ``mask`` holds (0 elsewhere), overflow-safe (halves before
+    differences), and the middle of their range; reads nothing back to the host."""
+    low = torch.where(mask, x, math.inf).min()
+    high = torch.where(mask, x, -math.inf).max()
     middle = low / 2 + high / 2
     half = torch.clamp(high / 2 - low / 2, min=min_range / 2)
-    if float(half) == 0.0:
-        return torch.zeros_like(x)
-    return torch.clamp((x - middle) / half, -1.0, 1.0)
+    h = torch.clamp((x - middle) / half, -1.0, 1.0)
+    return torch.where(mask & (half != 0), h, 0.0), middle
 
 
 def normalize_losses(
@@ -253,10 +260,7 @@ def normalize_losses(
     t = _as_losses(losses)
     work = t.to(device=_compute_device(t), dtype=torch.float64)
     mask = _valid_mask(t, work, valid)
-    h = torch.zeros_like(work)
-    if bool(mask.any()):
-        h[mask] = _normalize(work[mask], _check_min_range(min_range))
-    return h
+    return _normalize(work, mask, _check_min_range(min_range))[0]
 
 
 # ---------------------------------------------------------------- weights
@@ -269,6 +273,7 @@ def loss_weights(
     *,
     valid: Any = None,
     min_range: float = DEFAULT_MIN_RANGE,
+    check: bool = True,
 ) -> torch.Tensor:
     """Per-sample loss weights over a (global) batch: ``n · softmax(f(h) / r)``, mean 1.
 
@@ -287,6 +292,9 @@ def loss_weights(
             ``> 0``; ``math.inf`` gives uniform weights.
         valid: optional boolean mask, False for entries to ignore (padding, duplicates).
         min_range: smallest loss spread stretched to ``[−1, 1]``, see :func:`normalize_losses`.
+        check: raise on no valid entry and on non-finite scores (both read the device);
+            ``False`` reads nothing back to the host (a CUDA step is not synchronised) and
+            gives non-finite weights instead, for the caller to check later.
 
     Returns:
         weights of the same shape as ``losses``: 0 for invalid entries, mean 1 over the rest.
@@ -310,38 +318,35 @@ def loss_weights(
             f"r must be > 0 (a softmax temperature; math.inf for uniform weights), got {r!r}."
         )
     min_range = _check_min_range(min_range)
-    out_dtype = t.dtype
     work = t.to(device=_compute_device(t), dtype=torch.float64)
     mask = _valid_mask(t, work, valid)
-    n_valid = int(mask.sum())
-    if n_valid == 0:
+    if check and not bool(mask.any()):
         raise ValueError(
             f"no valid loss among {t.numel()} entries (all non-finite or masked out); "
             "check the model's losses or the `valid` mask."
         )
-    x = work[mask]
-    h = _normalize(x, min_range)
-    scores = fn(x, h)
-    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != tuple(x.shape):
+    h, middle = _normalize(work, mask, min_range)
+    scores = fn(torch.where(mask, work, middle), h)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != tuple(work.shape):
         raise ValueError(
-            f"strategy {strategy!r} must return a tensor of shape {tuple(x.shape)}, got "
+            f"strategy {strategy!r} must return a tensor of shape {tuple(work.shape)}, got "
             f"{type(scores).__name__} of shape {tuple(getattr(scores, 'shape', ()))}."
         )
     scores = scores.to(torch.float64)
-    if not bool(torch.isfinite(scores).all()):
+    if check and not bool(torch.isfinite(torch.where(mask, scores, 0.0)).all()):
         raise ValueError(
             f"strategy {strategy!r} returned non-finite scores; scores must be finite."
         )
     if math.isinf(rate):
         w = torch.ones_like(scores)
     else:
-        e = torch.exp((scores - scores.max()) / rate)  # max entry is exp(0) = 1: sum >= 1
-        w = e * (n_valid / e.sum())
-    weights = torch.zeros_like(work)
-    weights[mask] = w
-    if out_dtype != torch.float64:
-        weights = weights.clamp(max=torch.finfo(out_dtype).max)
-    return weights.to(device=t.device, dtype=out_dtype)
+        masked = torch.where(mask, scores, -math.inf)
+        e = torch.exp((masked - masked.max()) / rate)  # max entry is exp(0) = 1: sum >= 1
+        w = e * (e.sum().reciprocal() * mask.sum())
+    weights = torch.where(mask, w, 0.0)
+    if t.dtype != torch.float64:
+        weights = weights.clamp(max=torch.finfo(t.dtype).max)
+    return weights.to(device=t.device, dtype=t.dtype)
 
 
 def cap_losses(losses: Any, z: float, *, valid: Any = None) -> torch.Tensor:
@@ -378,15 +383,12 @@ def cap_losses(losses: Any, z: float, *, valid: Any = None) -> torch.Tensor:
         return t
     work = base.to(device=_compute_device(base), dtype=torch.float64)
     mask = _valid_mask(base, work, valid)
-    if int(mask.sum()) < 2:
-        return t
-    x = work[mask]
-    half = x / 2  # halves keep mean and spread finite for huge losses
-    mean = half.mean()
-    std = torch.sqrt(torch.mean((half - mean) ** 2))
+    count = mask.sum()
+    half = torch.where(mask, work / 2, 0.0)  # halves keep mean and spread finite for huge losses
+    mean = half.sum() / count
+    std = torch.sqrt(torch.where(mask, (half - mean) ** 2, 0.0).sum() / count)
     cap = 2 * (mean + value * std)
-    if not bool(torch.isfinite(cap)):
-        return t
-    limit = torch.as_tensor(float(cap), dtype=t.dtype, device=t.device)
-    over = torch.isfinite(t) & (t > limit)
+    limit = cap.to(device=t.device, dtype=t.dtype)
+    apply = (count >= 2) & torch.isfinite(cap).to(t.device)
+    over = apply.to(t.device) & torch.isfinite(t) & (t > limit)
     return torch.where(over, limit, t)
