@@ -521,10 +521,17 @@ class WeightTree:
                 f"sampler state: 'domain_probs' {probs.tolist()} must be finite, >= 0 and sum "
                 "to 1; the state is corrupt."
             )
-        weights = static.astype(np.float64)
-        if dynamic is not None:
-            weights = weights * dynamic
-        has_mass = np.add.reduceat(weights, position_offsets[:-1]) > 0
+        has_mass = np.zeros(self.num_domains, dtype=bool)
+        for d in range(self.num_domains):  # a positive a·b in the domain, one chunk at a time
+            first = int(position_offsets[d])
+            for part in chunks(int(self._counts[d])):
+                span = slice(first + part.start, first + part.stop)
+                positive = static[span] > 0
+                if dynamic is not None:
+                    positive &= dynamic[span] > 0
+                if positive.any():
+                    has_mass[d] = True
+                    break
         if not np.any(has_mass & (probs > 0)):
             raise ValueError(
                 "sampler state: no domain with positive 'domain_probs' has an item of positive "
