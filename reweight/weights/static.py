@@ -104,7 +104,7 @@ def pairwise_sum(size: int, values: Callable[[int, int], np.ndarray]) -> float:
 
     Example:
         >>> x = np.random.default_rng(0).random(10_000)
-        >>> pairwise_sum(x.size, lambda lo, hi: x[lo:hi]) == np.sum(x)
+        >>> bool(pairwise_sum(x.size, lambda lo, hi: x[lo:hi]) == np.sum(x))
         True
     """
 
