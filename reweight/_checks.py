@@ -23,6 +23,8 @@ PROGRESS_GRID_STEPS = 64
 # as float32 and rejects positive values below it.
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+CHUNK = 1 << 20
+"""Items processed at once by the O(N) passes (bounds their temporary memory)."""
 
 
 def is_int(value: Any) -> bool:
@@ -41,6 +43,17 @@ def from_tensor(values: Any) -> Any:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()
     return values
+
+
+def chunks(n: int) -> Iterator[slice]:
+    """Slices covering ``range(n)`` in order, :data:`CHUNK` items each (the last one shorter).
+
+    Example:
+        >>> list(chunks(3))
+        [slice(0, 3, None)]
+    """
+    for start in range(0, n, CHUNK):
+        yield slice(start, min(start + CHUNK, n))
 
 
 def check_progress(progress: Any) -> float:
@@ -267,40 +280,58 @@ def value_array(values: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(from_tensor(values), dtype=np.float64).reshape(-1))
 
 
-def check_factors(name: str, values: Any, length: int | None = None) -> np.ndarray:
+def _count_where(array: np.ndarray, test: Callable[[np.ndarray], np.ndarray]) -> tuple[int, int]:
+    """(how many entries pass ``test``, the first that does or −1), one chunk at a time."""
+    count, first = 0, -1
+    for part in chunks(array.shape[0]):
+        hits = test(array[part])
+        found = int(np.count_nonzero(hits))
+        if found and first < 0:
+            first = part.start + int(np.flatnonzero(hits)[0])
+        count += found
+    return count, first
+
+
+def check_factors(
+    name: str, values: Any, length: int | None = None, *, keep_float32: bool = False
+) -> np.ndarray:
     """``values`` as a 1-D float64 array of ``length`` weights stored as float32: each finite,
     >= 0, and either 0 or within float32's normal range (ValueError naming the first bad one).
+
+    Checked one chunk at a time (no temporary of the array's size); with ``keep_float32`` a
+    float32 array is returned as it is, not copied to float64.
 
     Example:
         >>> check_factors("static factor", [1, 0, 2.5]).tolist()
         [1.0, 0.0, 2.5]
     """
-    array = np.asarray(from_tensor(values), dtype=np.float64).reshape(-1)
+    array = from_tensor(values)
+    if keep_float32 and isinstance(array, np.ndarray) and array.dtype == np.float32:
+        array = array.reshape(-1)
+    else:
+        array = np.asarray(array, dtype=np.float64).reshape(-1)
     if length is not None and array.shape[0] != length:
         raise ValueError(
             f"{name} has {array.shape[0]} entries but {length} were expected; "
             f"pass one value per item (or per domain for domain probabilities)."
         )
-    bad = ~np.isfinite(array)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
+    count, first = _count_where(array, lambda a: ~np.isfinite(a))
+    if count:
         raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite value(s) (first at position {first}: "
+            f"{name} contains {count} non-finite value(s) (first at position {first}: "
             f"{array[first]!r}); weights must be finite — mask or clip them before passing them."
         )
-    out_of_range = (array > FLOAT32_MAX) | ((array > 0) & (array < FLOAT32_TINY))
-    if out_of_range.any():
-        first = int(np.flatnonzero(out_of_range)[0])
+    count, first = _count_where(array, lambda a: (a > FLOAT32_MAX) | ((a > 0) & (a < FLOAT32_TINY)))
+    if count:
         raise ValueError(
-            f"{name} has {int(out_of_range.sum())} value(s) outside float32's normal range "
+            f"{name} has {count} value(s) outside float32's normal range "
             f"(first at position {first}: {array[first]!r}); weights are stored as float32 — "
             "rescale them (only ratios matter) into [1.2e-38, 3.4e38] or use 0."
         )
-    negative = array < 0
-    if negative.any():
-        first = int(np.flatnonzero(negative)[0])
+    count, first = _count_where(array, lambda a: a < 0)
+    if count:
         raise ValueError(
-            f"{name} contains {int(negative.sum())} negative value(s) (first at position {first}: "
+            f"{name} contains {count} negative value(s) (first at position {first}: "
             f"{array[first]!r}); weights must be >= 0 (use 0 to exclude an item)."
         )
     return array

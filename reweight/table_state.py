@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from reweight._checks import is_int, is_real
+from reweight._checks import CHUNK, chunks, is_int, is_real
 
 __all__ = [
     "CHUNK",
@@ -38,8 +38,6 @@ __all__ = [
 ]
 
 STATE_VERSION = 2  # 2 added "min_last_seen"; version 1 states load with it recounted
-CHUNK = 1 << 22
-"""Items processed at once by the O(N) passes (bounds their temporary memory)."""
 INT32_MAX = int(np.iinfo(np.int32).max)
 _EXP_MIN = -148  # smallest np.frexp exponent of a nonzero float32 (2^-149 = 0.5 · 2^-148)
 PRIORITY_METHODS = ("rank", "softmax")
@@ -163,17 +161,6 @@ def check_step(step: Any, name: str = "step") -> int:
 
 
 # ---------------------------------------------------------------- exact counts
-
-
-def chunks(n: int) -> Iterator[slice]:
-    """Slices covering ``range(n)`` in order, :data:`CHUNK` items each (the last one shorter).
-
-    Example:
-        >>> list(chunks(3))
-        [slice(0, 3, None)]
-    """
-    for start in range(0, n, CHUNK):
-        yield slice(start, min(start + CHUNK, n))
 
 
 def exact_sum(values: np.ndarray) -> int:

@@ -59,14 +59,13 @@ __all__ = [
     "count_positive",
     "domain_bounds",
     "domain_stats",
-    "domains_with_mass",
     "draw_items",
     "draw_positions",
     "init_factors",
     "locate",
     "position_uniforms",
     "rebuild",
-    "scatter_items",
+    "scatter_row",
     "stream_key",
     "write_items",
 ]
@@ -288,42 +287,51 @@ def check_and_locate(
 
 
 @njit(cache=True)
-def scatter_items(values: np.ndarray, layout: Fields, out: np.ndarray) -> None:
-    """Writes per-item ``values`` (item order) into ``out`` (position order, float32)."""
+def scatter_row(
+    values: np.ndarray,
+    first: int,
+    counters: np.ndarray,
+    layout: Fields,
+    factors: np.ndarray,
+    row: int,
+    write: bool,
+) -> np.ndarray:
+    """Walks the values of items ``first .. first + values.size − 1`` to their positions in
+    factor ``row``; call it on consecutive pieces from item 0, with ``counters`` (int64, one per
+    domain) starting as a copy of ``position_offsets[:-1]`` (it tracks the interleaved layout).
+
+    Without ``write``: changes nothing but ``counters`` and returns whether each domain would
+    keep a positive item among these (value > 0 and the other row's factor > 0). With
+    ``write``: stores the values (as float32), sets the row's padding slots to 0 after the
+    last item, and returns all False.
+    """
     layout = Layout(*layout)
     item_domain, item_offsets = layout.item_domain, layout.item_offsets
     position_offsets = layout.position_offsets
-    num_domains = position_offsets.size - 1
-    if item_domain.size == 0:
-        for d in range(num_domains):
-            start = position_offsets[d]
-            first = item_offsets[d]
-            for r in range(item_offsets[d + 1] - first):
-                out[start + r] = values[first + r]
-        return
-    counters = position_offsets[:-1].copy()
-    for i in range(values.size):
-        d = np.int64(item_domain[i])
-        out[counters[d]] = values[i]
-        counters[d] += 1
-
-
-@njit(cache=True)
-def domains_with_mass(
-    row_values: np.ndarray, factors: np.ndarray, other_row: int, layout: Fields
-) -> np.ndarray:
-    """Whether each domain would keep a positive item if one factor row became ``row_values``
-    (flat, position order)."""
-    layout = Layout(*layout)
-    position_offsets = layout.position_offsets
     width = factors.shape[2]
+    other = 1 - row
     num_domains = position_offsets.size - 1
     out = np.zeros(num_domains, dtype=np.bool_)
-    for d in range(num_domains):
-        for p in range(position_offsets[d], position_offsets[d + 1]):
-            if row_values[p] > 0 and factors[p // width, other_row, p % width] > 0:
-                out[d] = True
-                break
+    d = _upper_bound(item_offsets, 0, item_offsets.size, first) - 1
+    for k in range(values.size):
+        i = first + k
+        if item_domain.size == 0:  # contiguous: positions follow the items within a domain
+            while i >= item_offsets[d + 1]:
+                d += 1
+            p = position_offsets[d] + i - item_offsets[d]
+        else:
+            d = np.int64(item_domain[i])
+            p = counters[d]
+            counters[d] = p + 1
+        if write:
+            factors[p // width, row, p % width] = values[k]
+        elif values[k] > 0 and factors[p // width, other, p % width] > 0:
+            out[d] = True
+    if write and first + values.size == item_offsets[-1]:
+        for d in range(num_domains):
+            pad = position_offsets[d] + item_offsets[d + 1] - item_offsets[d]
+            for p in range(pad, position_offsets[d + 1]):
+                factors[p // width, row, p % width] = 0.0
     return out
 
 

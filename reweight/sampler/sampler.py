@@ -142,6 +142,10 @@ class ReweightSampler(DistributedSampler):
     def set_static(self, values: ArrayLike, items: ArrayLike | None = None) -> None:
         """Sets the static factor a for all items (``items=None``) or for the given items.
 
+        For all items, ``values`` may also be a function returning the factors of a slice of
+        items: it is read twice, one chunk at a time (checked, then written), so the factors
+        of all items never need to exist at once.
+
         Example:
             >>> sampler = ReweightSampler(4)
             >>> sampler.set_static([1.0, 1.0, 0.0, 2.0])

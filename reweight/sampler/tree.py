@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from reweight._checks import (
+    CHUNK,
     check_factors,
     check_indices,
+    chunks,
     from_tensor,
     index_array,
     read_state_array,
@@ -34,6 +36,7 @@ from reweight.sampler._kernels import Domains, Fields, Layout, Pyramid
 __all__ = ["WeightTree"]
 
 ArrayLike = Any
+ItemParts = Callable[[slice], np.ndarray]  # the values of a slice of items
 
 # Warnings point at the caller of the sampler's public method (the sampler adds one frame).
 _WARN_STACKLEVEL = 5
@@ -207,15 +210,22 @@ class WeightTree:
         while sizes[-1] > width:
             sizes.append(-(-(sizes[-1] // width) // width) * width)
         groups = -(-nb // width)
-        self.pyramid = Pyramid(
-            factors=self._factors,
-            tree=np.zeros(int(sum(sizes)), dtype=np.float64),
-            level_offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
-            prefix=np.zeros(int(sum(sizes[1:])), dtype=np.float64),
-            level_marks=np.zeros(int(sum(sizes[1:])), dtype=np.uint8),
-            positive_items=_kernels.count_positive(self._factors, self._layout),
-            node_stats=np.zeros((groups, 3), dtype=np.float64),
-            node_dirty=np.ones(groups, dtype=np.uint8),
+        old = getattr(self, "pyramid", None)
+        if old is None:  # allocated once; a rebuild rewrites these arrays in place
+            old = Pyramid(
+                factors=self._factors,
+                tree=np.zeros(int(sum(sizes)), dtype=np.float64),
+                level_offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
+                prefix=np.zeros(int(sum(sizes[1:])), dtype=np.float64),
+                level_marks=np.zeros(int(sum(sizes[1:])), dtype=np.uint8),
+                positive_items=np.zeros(0, dtype=np.int64),
+                node_stats=np.zeros((groups, 3), dtype=np.float64),
+                node_dirty=np.ones(groups, dtype=np.uint8),
+            )
+        old.node_stats.fill(0.0)
+        old.node_dirty.fill(1)
+        self.pyramid = old._replace(
+            positive_items=_kernels.count_positive(self._factors, self._layout)
         )
         self._pyramid = tuple(self.pyramid)
         _kernels.rebuild(self._pyramid)
@@ -305,7 +315,7 @@ class WeightTree:
     def set_static(self, values: ArrayLike, items: ArrayLike | None = None) -> None:
         """Sets the static factor a for all items (``items=None``) or for the given items."""
         if items is None:
-            self._set_all(0, check_factors("static factor", values, self.num_items))
+            self._set_all(0, "static factor", values)
         else:
             self._apply(0, "static factor", items, values)
 
@@ -315,17 +325,34 @@ class WeightTree:
 
     def set_dynamic(self, values: ArrayLike) -> None:
         """Sets the dynamic factor b of every item at once (O(N))."""
-        self._set_all(1, check_factors("dynamic factor", values, self.num_items))
+        self._set_all(1, "dynamic factor", values)
 
-    def _set_all(self, row: int, values: np.ndarray) -> None:
-        new = np.zeros(self._num_blocks * self.block_size, dtype=np.float32)
-        _kernels.scatter_items(values, self._layout, new)
-        has_mass = _kernels.domains_with_mass(new, self._factors, 1 - row, self._layout)
-        self._check_total_mass(has_mass)
+    def _set_all(self, row: int, name: str, values: ArrayLike | ItemParts) -> None:
+        """Checks all values, then writes factor ``row`` of every item in place, one chunk at a
+        time. ``values`` is an array (checked whole, no copy when float32) or a function of a
+        slice of items (read twice, chunk by chunk: to check, then to write)."""
+        n = self.num_items
+        if callable(values):
+            read, whole = values, None
+        else:
+            whole = check_factors(name, values, n, keep_float32=True)
+            read = whole.__getitem__
+        has_mass = np.zeros(self.num_domains, dtype=bool)
+        for write in (False, True):
+            counters = self.layout.position_offsets[:-1].copy()
+            for part in chunks(n):
+                piece = read(part)
+                if whole is None and not write:
+                    where = name if n <= CHUNK else f"{name} (items {part.start}..{part.stop - 1})"
+                    piece = check_factors(where, piece, part.stop - part.start, keep_float32=True)
+                found = _kernels.scatter_row(
+                    piece, part.start, counters, self._layout, self._factors, row, write
+                )
+                has_mass |= found
+            if not write:
+                self._check_total_mass(has_mass)
         if row == 1:
             self.dynamic_used = True
-        self._factors[:, row, :] = new.reshape(-1, self.block_size)
-        del new
         self._build_tree()
         self._refresh_effective_probs()
 
@@ -494,10 +521,17 @@ class WeightTree:
                 f"sampler state: 'domain_probs' {probs.tolist()} must be finite, >= 0 and sum "
                 "to 1; the state is corrupt."
             )
-        weights = static.astype(np.float64)
-        if dynamic is not None:
-            weights = weights * dynamic
-        has_mass = np.add.reduceat(weights, position_offsets[:-1]) > 0
+        has_mass = np.zeros(self.num_domains, dtype=bool)
+        for d in range(self.num_domains):  # a positive a·b in the domain, one chunk at a time
+            first = int(position_offsets[d])
+            for part in chunks(int(self._counts[d])):
+                span = slice(first + part.start, first + part.stop)
+                positive = static[span] > 0
+                if dynamic is not None:
+                    positive &= dynamic[span] > 0
+                if positive.any():
+                    has_mass[d] = True
+                    break
         if not np.any(has_mass & (probs > 0)):
             raise ValueError(
                 "sampler state: no domain with positive 'domain_probs' has an item of positive "

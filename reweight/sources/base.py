@@ -247,6 +247,14 @@ class Source(abc.ABC):
         """Its fixed per-item factor (N float64 values in (0, 1]), or None."""
         return None
 
+    def item_factor_parts(self) -> Callable[[slice], np.ndarray]:
+        """Its fixed item factor as a function of a slice of items (float64), which the
+        Reweighter reads one chunk at a time; by default slices of :meth:`item_factors`."""
+        factors = self.item_factors()
+        if factors is None:
+            raise TypeError(f"{self.label} says it has fixed item factors but gave none.")
+        return lambda items: factors[items]
+
     def batch_weights(self, batch: BatchLosses) -> torch.Tensor | None:
         """In-batch loss weights for the global batch (float64 on the losses' device, 0 where
         ``batch.valid`` is False), or None. Called before any state changes; must not change
@@ -309,6 +317,25 @@ def check_path_or_array(name: str, value: Any) -> None:
         )
 
 
+def read_per_item(name: str, value: Any) -> np.ndarray:
+    """Per-item numbers as a 1-D array without a copy where possible: a ``.npy`` path is
+    memory-mapped, a tensor or array kept in its dtype (a list becomes float64).
+
+    Example:
+        >>> read_per_item("reference", [1.0, 2.0]).tolist()
+        [1.0, 2.0]
+    """
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        if not path.exists():
+            raise FileNotFoundError(f"{name}: file {str(path)!r} does not exist.")
+        return np.load(path, mmap_mode="r", allow_pickle=False).reshape(-1)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().reshape(-1)
+    array = np.asarray(value)
+    return array.reshape(-1) if array.dtype.kind == "f" else array.astype(np.float64).reshape(-1)
+
+
 def load_per_item(name: str, value: Any, num_items: int | None = None) -> np.ndarray:
     """Per-item numbers as float64: an array-like, a tensor, or a ``.npy`` path.
 
@@ -318,15 +345,7 @@ def load_per_item(name: str, value: Any, num_items: int | None = None) -> np.nda
         >>> load_per_item("reference", [1.0, 2.0], 2).tolist()
         [1.0, 2.0]
     """
-    if isinstance(value, (str, Path)):
-        path = Path(value)
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: file {str(path)!r} does not exist.")
-        array = np.load(path, allow_pickle=False).astype(np.float64).reshape(-1)
-    elif isinstance(value, torch.Tensor):
-        array = value.detach().cpu().numpy().astype(np.float64).reshape(-1)
-    else:
-        array = np.asarray(value, dtype=np.float64).reshape(-1)
+    array = np.array(read_per_item(name, value), dtype=np.float64)
     if num_items is not None:
         bad = ~np.isfinite(array)
         if array.size != num_items or bad.any():

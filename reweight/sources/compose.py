@@ -9,13 +9,13 @@ the sampler's state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from reweight._checks import check_weights, progress_grid, state_array
+from reweight._checks import check_weights, chunks, progress_grid, state_array
 from reweight.sources.base import ItemUpdate, Layout, Source
 from reweight.weights.importance import (
     domain_mass,
@@ -27,6 +27,8 @@ from reweight.weights.importance import (
 )
 
 __all__ = ["Composition"]
+
+ItemParts = Callable[[slice], np.ndarray]  # item factors of a slice of items (float64)
 
 
 class DrawTarget(Protocol):
@@ -40,20 +42,19 @@ class DrawTarget(Protocol):
     def item_shares(self, items: Any) -> np.ndarray: ...
 
 
-def _fixed_factors(source: Source) -> np.ndarray:
-    factors = source.item_factors()
-    if factors is None:
-        raise TypeError(f"{source.label} says it has fixed item factors but gave none.")
-    return factors
-
-
-def _product(factors: Sequence[np.ndarray]) -> np.ndarray | None:
-    if not factors:
+def _product(parts: Sequence[ItemParts]) -> ItemParts | None:
+    """The product of item factors given in parts (None for none), multiplied in float64 per
+    slice of items."""
+    if not parts:
         return None
-    out = np.asarray(factors[0], dtype=np.float64)
-    for factor in factors[1:]:
-        out = out * factor
-    return out
+
+    def product(items: slice) -> np.ndarray:
+        out = np.asarray(parts[0](items), dtype=np.float64)
+        for factor in parts[1:]:
+            out = out * factor(items)
+        return out
+
+    return product
 
 
 class Composition:
@@ -87,8 +88,8 @@ class Composition:
         self.weighting = any(s.mode != "sample" for s in shaping)
         target_fixed = [s for s in shaping if s.in_target and s.fixed_items]
         proposal_fixed = [s for s in shaping if s.in_proposal and s.fixed_items]
-        factors = {id(s): _fixed_factors(s) for s in shaping if s.fixed_items}
-        proposal_factors = _product([factors[id(s)] for s in proposal_fixed])
+        parts = {id(s): s.item_factor_parts() for s in shaping if s.fixed_items}
+        proposal_factors = _product([parts[id(s)] for s in proposal_fixed])
         if proposal_factors is not None:
             sampler.set_static(proposal_factors)
             del proposal_factors
@@ -98,8 +99,11 @@ class Composition:
         self._live: np.ndarray | None = None  # the live factor, when p has it (float32)
         self.mass: np.ndarray | None = None  # T_d, when p has its own item factors
         if not same_items:
-            fixed = _product([factors[id(s)] for s in target_fixed])
-            self._own = None if fixed is None else fixed.astype(np.float32)
+            target = _product([parts[id(s)] for s in target_fixed])
+            if target is not None:
+                self._own = np.empty(layout.num_items, dtype=np.float32)
+                for part in chunks(layout.num_items):
+                    self._own[part] = target(part)
             if self.live is not None and self.live.in_target:
                 self._live = np.ones(layout.num_items, dtype=np.float32)
             self.mass = self._compute_mass()

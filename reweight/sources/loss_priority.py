@@ -119,9 +119,14 @@ class LossPriority(Source):
 
     def _priorities(self, items: np.ndarray | None, step: int) -> np.ndarray:
         method, pressure, temperature = self.priority, self._pressure, self._temperature
-        if items is None:
+        if items is None:  # float32, as the sampler stores them: half the memory of float64
             return self.table.all_priorities(
-                step, method=method, pressure=pressure, temperature=temperature, floor=self.floor
+                step,
+                method=method,
+                pressure=pressure,
+                temperature=temperature,
+                floor=self.floor,
+                dtype=np.float32,
             )
         return self.table.priorities(
             items, step, method=method, pressure=pressure, temperature=temperature, floor=self.floor

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from reweight._checks import FLOAT32_TINY, named
-from reweight.sources.base import Layout, Source, check_path_or_array, load_per_item
-from reweight.weights import check_static_params, static_factor
+from reweight._checks import FLOAT32_TINY, chunks, named
+from reweight.sources.base import Layout, Source, check_path_or_array, read_per_item
+from reweight.weights import check_static_params
+from reweight.weights.static import StaticFactor, plan_static_factor
 
 __all__ = ["StaticImportance"]
 
@@ -52,14 +54,21 @@ class StaticImportance(Source):
         )
         check_path_or_array(f"{self.label}.log_weights", self.log_weights)
 
-    def factor(self) -> np.ndarray:
-        """a_i, max 1, floored (see :func:`reweight.weights.static_factor`); reads the file."""
+    def _plan(self) -> tuple[StaticFactor, int]:
+        """The factor's plan (reads the log weights chunk by chunk), checked for this mode,
+        and the CRC-32 of the factor as float32."""
         where = f"{self.label}.log_weights"
         with named(where):
-            factor = static_factor(
-                load_per_item(where, self.log_weights), self.beta, self.clip, self.floor
+            plan = plan_static_factor(
+                read_per_item(where, self.log_weights), self.beta, self.clip, self.floor
             )
-        excluded = int((factor == 0).sum())
+        excluded, smallest, crc = 0, np.inf, 0
+        for part in chunks(plan.size):
+            piece = plan.part(part)
+            crc = zlib.crc32(piece.astype(np.float32).tobytes(), crc)
+            excluded += int(np.count_nonzero(piece == 0))
+            kept = piece[piece > 0]
+            smallest = min(smallest, float(kept.min())) if kept.size else smallest
         if excluded and self.mode != "sample":
             raise ValueError(
                 f"{self.label}.log_weights has {excluded} item(s) at -inf (excluded, e.g. by "
@@ -67,34 +76,38 @@ class StaticImportance(Source):
                 "would still be drawn or still be a target); use mode='sample', or write the "
                 "weights with `--min-tokens 0`."
             )
-        kept = factor[factor > 0]
-        if kept.min() < FLOAT32_TINY:
+        if smallest < FLOAT32_TINY:
             raise ValueError(
                 f"{self.label}.floor={self.floor!r} lets factors fall to "
-                f"{float(kept.min())!r}, below float32's smallest normal number "
+                f"{smallest!r}, below float32's smallest normal number "
                 f"{FLOAT32_TINY:.3g} (the sampler stores factors as float32); raise the floor or "
                 "lower beta."
             )
-        return factor
+        return plan, crc
+
+    def factor(self) -> np.ndarray:
+        """a_i, max 1, floored (see :func:`reweight.weights.static_factor`); reads the file."""
+        plan, _ = self._plan()
+        return plan.part(slice(0, plan.size))
 
     def bind(self, layout: Layout) -> None:
-        factor = self.factor()
-        if factor.size != layout.num_items:
+        plan, crc = self._plan()
+        if plan.size != layout.num_items:
             raise ValueError(
-                f"{self.label}.log_weights has {factor.size} entries for {layout.num_items} "
+                f"{self.label}.log_weights has {plan.size} entries for {layout.num_items} "
                 "items; give one per item, in dataset order."
             )
         super().bind(layout)
-        self._crc = zlib.crc32(factor.astype(np.float32).tobytes())
-        self._factor: np.ndarray | None = factor
+        self._crc = crc
+        self._factor = plan
 
     def item_factors(self) -> np.ndarray:
-        """a_i, handed over once: the Reweighter stores it where it is needed (the sampler, the
-        target), so no third copy stays here."""
-        if self._factor is None:
-            raise RuntimeError(f"{self.label}'s factors were handed over already.")
-        factor, self._factor = self._factor, None
-        return factor
+        """a_i of every item (float64; computed anew from the log weights)."""
+        return self._factor.part(slice(0, self._factor.size))
+
+    def item_factor_parts(self) -> Callable[[slice], np.ndarray]:
+        """a_i of a slice of items, computed on demand: the whole float64 factor never exists."""
+        return self._factor.part
 
     def fingerprint(self) -> dict[str, Any]:
         return {**super().fingerprint(), "crc": self._crc}

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_static_params", "static_factor"]
+from reweight._checks import CHUNK, chunks
+
+__all__ = [
+    "StaticFactor",
+    "check_static_params",
+    "pairwise_sum",
+    "plan_static_factor",
+    "static_factor",
+]
 
 
 def _real(name: str, value: Any) -> float:
@@ -85,6 +94,145 @@ def check_static_params(
     return b, bounds, f
 
 
+def pairwise_sum(size: int, values: Callable[[int, int], np.ndarray]) -> float:
+    """Σ of a float64 sequence read in pieces, bitwise equal to ``np.sum`` of it whole.
+
+    ``values(lo, hi)`` returns entries ``lo .. hi − 1``. NumPy sums a contiguous float64 array
+    pairwise, halving a range (rounded down to a multiple of 8) until it is short; splitting the
+    same way down to pieces of :data:`~reweight._checks.CHUNK` and summing each with NumPy gives
+    the same rounding, with a temporary of one piece only.
+
+    Example:
+        >>> x = np.random.default_rng(0).random(10_000)
+        >>> bool(pairwise_sum(x.size, lambda lo, hi: x[lo:hi]) == np.sum(x))
+        True
+    """
+
+    def add(lo: int, n: int) -> float:
+        if n <= CHUNK:
+            return float(np.add.reduce(values(lo, lo + n)))
+        half = n // 2
+        half -= half % 8
+        return add(lo, half) + add(lo + half, n - half)
+
+    return add(0, size)
+
+
+@dataclass(frozen=True)
+class StaticFactor:
+    """a_i = max(exp(β · clip(log w_i) − max), floor · mean) of every item, in pieces.
+
+    Built by :func:`plan_static_factor` (which reads the log weights twice, one chunk at a time,
+    for the max and the mean); :meth:`part` then computes any range of items on demand, so the
+    whole float64 factor never has to exist. ``log_weights`` is kept by reference (a memory map
+    of a ``.npy`` file stays one).
+    """
+
+    log_weights: np.ndarray
+    beta: float
+    bounds: tuple[float, float] | None
+    offset: float
+    floor_value: float | None
+
+    @property
+    def size(self) -> int:
+        """Number of items."""
+        return int(self.log_weights.shape[0])
+
+    def part(self, items: slice) -> np.ndarray:
+        """The float64 factors of ``items`` (a slice); −inf log weights give exactly 0."""
+        logw = np.array(self.log_weights[items], dtype=np.float64)
+        excluded = logw == -np.inf
+        if excluded.any():
+            out = np.zeros(logw.size, dtype=np.float64)
+            out[~excluded] = self._factor(logw[~excluded])
+            return out
+        return self._factor(logw)
+
+    def _factor(self, logw: np.ndarray) -> np.ndarray:
+        """The factors of finite log weights, computed in place in ``logw`` (a float64 copy)."""
+        if self.bounds is not None:
+            np.clip(logw, *self.bounds, out=logw)
+        np.multiply(self.beta, logw, out=logw)
+        np.subtract(logw, self.offset, out=logw)
+        np.exp(logw, out=logw)
+        if self.floor_value is not None:
+            np.maximum(logw, self.floor_value, out=logw)
+        return logw
+
+
+def plan_static_factor(
+    log_weights: Any,
+    beta: float = 1.0,
+    clip: float | tuple[float, float] | None = None,
+    floor: float = 1e-6,
+) -> StaticFactor:
+    """Validates log weights and parameters and returns the :class:`StaticFactor` that
+    computes :func:`static_factor` in pieces (same values, bit for bit). The log weights are
+    read chunk by chunk and not copied when they are a 1-D float array (or a memory map)."""
+    logw = np.asarray(log_weights)
+    if logw.dtype.kind != "f" or logw.ndim != 1:
+        logw = np.asarray(logw, dtype=np.float64).reshape(-1)
+    if logw.size == 0:
+        raise ValueError("log_weights is empty; give one log weight per item.")
+    num_bad, first, num_excluded, kept_counts = 0, -1, 0, []
+    for part in chunks(logw.size):
+        piece = np.asarray(logw[part], dtype=np.float64)
+        excluded = piece == -np.inf
+        bad = ~np.isfinite(piece) & ~excluded
+        if bad.any() and first < 0:
+            first = part.start + int(np.flatnonzero(bad)[0])
+        num_bad += int(np.count_nonzero(bad))
+        num_excluded += int(np.count_nonzero(excluded))
+        kept_counts.append(piece.size - int(np.count_nonzero(excluded)))
+    if num_bad:
+        raise ValueError(
+            f"log_weights has {num_bad} NaN or +inf value(s) (first at item {first}: "
+            f"{float(logw[first])!r}); replace them or use `clip` after masking them to finite "
+            "values (−inf is allowed: it excludes the item)."
+        )
+    if num_excluded == logw.size:
+        raise ValueError(
+            f"every one of the {logw.size} log weights is -inf (every item excluded, e.g. by "
+            "`--min-tokens`); lower the minimum or check the weights file."
+        )
+    beta, bounds, floor = check_static_params(beta, clip, floor)
+    plan = StaticFactor(logw, beta, bounds, 0.0, None)
+
+    def kept(lo: int, hi: int) -> np.ndarray:
+        """Log weights of the kept items lo .. hi − 1 (counted among kept items only)."""
+        if not num_excluded:
+            return np.array(logw[lo:hi], dtype=np.float64)
+        pieces, starts = [], np.concatenate([[0], np.cumsum(kept_counts)])
+        for c in range(int(np.searchsorted(starts, lo, side="right")) - 1, len(kept_counts)):
+            if starts[c] >= hi:
+                break
+            piece = np.asarray(logw[c * CHUNK : (c + 1) * CHUNK], dtype=np.float64)
+            piece = piece[piece != -np.inf]
+            pieces.append(piece[max(lo - starts[c], 0) : hi - starts[c]])
+        return np.concatenate(pieces)
+
+    num_kept = logw.size - num_excluded
+    largest, top = 0.0, -np.inf
+    with np.errstate(over="ignore"):
+        for part in chunks(num_kept):
+            piece = kept(part.start, part.stop)
+            clipped = piece if bounds is None else np.clip(piece, *bounds)
+            scaled = beta * clipped
+            if not np.isfinite(scaled).all():
+                largest = float(np.abs(clipped).max())
+                raise ValueError(
+                    f"beta · log_weights overflows (beta={beta!r}, largest |log weight| "
+                    f"{largest!r}); lower beta or clip the log weights."
+                )
+            top = max(top, float(scaled.max()))
+    plan = StaticFactor(logw, beta, bounds, top, None)
+    if floor > 0:
+        mean = pairwise_sum(num_kept, lambda lo, hi: plan._factor(kept(lo, hi))) / num_kept
+        plan = StaticFactor(logw, beta, bounds, top, floor * mean)
+    return plan
+
+
 def static_factor(
     log_weights: Any,
     beta: float = 1.0,
@@ -103,7 +251,8 @@ def static_factor(
             (0 allows exact zeros from underflow).
 
     Returns:
-        float64 factors with maximum 1 (only ratios matter to the sampler).
+        float64 factors with maximum 1 (only ratios matter to the sampler); for a large data
+        set, :func:`plan_static_factor` gives them in pieces instead.
 
     Example:
         >>> static_factor([0.0, 1.0, 2.0], beta=0.5).round(4).tolist()
@@ -113,38 +262,5 @@ def static_factor(
         >>> static_factor([0.0, float("-inf")], clip=5.0).tolist()   # excluded: exactly 0
         [1.0, 0.0]
     """
-    logw = np.asarray(log_weights, dtype=np.float64).reshape(-1)
-    if logw.size == 0:
-        raise ValueError("log_weights is empty; give one log weight per item.")
-    excluded = logw == -np.inf
-    bad = ~np.isfinite(logw) & ~excluded
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"log_weights has {int(bad.sum())} NaN or +inf value(s) (first at item {first}: "
-            f"{float(logw[first])!r}); replace them or use `clip` after masking them to finite "
-            "values (−inf is allowed: it excludes the item)."
-        )
-    if excluded.all():
-        raise ValueError(
-            f"every one of the {logw.size} log weights is -inf (every item excluded, e.g. by "
-            "`--min-tokens`); lower the minimum or check the weights file."
-        )
-    beta, bounds, floor = check_static_params(beta, clip, floor)
-    if excluded.any():
-        factor = np.zeros(logw.size, dtype=np.float64)
-        factor[~excluded] = static_factor(logw[~excluded], beta, clip, floor)
-        return factor
-    if bounds is not None:
-        logw = np.clip(logw, *bounds)
-    with np.errstate(over="ignore"):
-        scaled = beta * logw
-    if not np.isfinite(scaled).all():
-        raise ValueError(
-            f"beta · log_weights overflows (beta={beta!r}, largest |log weight| "
-            f"{float(np.abs(logw).max())!r}); lower beta or clip the log weights."
-        )
-    factor = np.exp(scaled - scaled.max())
-    if floor > 0:
-        factor = np.maximum(factor, floor * factor.mean())
-    return factor
+    plan = plan_static_factor(log_weights, beta, clip, floor)
+    return plan.part(slice(0, plan.size))
