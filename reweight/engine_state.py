@@ -1,5 +1,5 @@
 """The Reweighter's checkpoint state: written whole, validated whole before any part is
-applied, rolled back if a part refuses, versioned (DESIGN.md, "Resume = uninterrupted")."""
+applied, versioned (DESIGN.md, "Resume = uninterrupted")."""
 
 from __future__ import annotations
 
@@ -34,14 +34,10 @@ def state_of(rw: Reweighter) -> dict[str, Any]:
 
 
 def restore(rw: Reweighter, state: Mapping[str, Any]) -> None:
-    """:meth:`Reweighter.load_state_dict`."""
+    """:meth:`Reweighter.load_state_dict`: every part is validated (the per-item arrays one
+    chunk at a time, without copies), then all of it is applied, the arrays copied in place."""
     own = _parse(rw, state)
-    snapshot = state_of(rw)  # the parts validate themselves: roll back if one fails
-    try:
-        _apply(rw, state, own)
-    except Exception:
-        _apply(rw, snapshot, _parse(rw, snapshot))
-        raise
+    _apply(rw, own)
     saved, kept = own["total_steps"], rw.total_steps
     if saved is not None and kept not in (None, saved):
         warnings.warn(
@@ -54,29 +50,39 @@ def restore(rw: Reweighter, state: Mapping[str, Any]) -> None:
 
 
 def _parse(rw: Reweighter, state: Any) -> dict[str, Any]:
-    """The engine's own fields, validated (sources and the sampler validate theirs)."""
+    """Every part of a state, validated (each part validates its own fields); changes nothing.
+    Also checks that π set after the restore (the domain sources' at the restored progress)
+    can be drawn from the saved factors, so applying cannot fail."""
     step, total = _parse_header(state, rw._fingerprint, rw.source_names)
+    sources = {}
     for source in rw.sources:
         source.check_state(state["sources"][source.name], step)
+        sources[source.name] = source.parse_state(state["sources"][source.name])
+    progress = rw._progress_at(step, total if rw.total_steps is None else rw.total_steps)
+    probs = rw._composition.domain_probs_after(sources, progress)
     return {
         "global_step": step,
         "total_steps": total,
+        "sources": sources,
+        "probs": probs,
+        "sampler": rw.sampler.parse_state(state["sampler"], None if probs is None else probs[1]),
         "record": rw._record.parse_state(state["record"]),
         "target": rw._composition.parse_state(state["target"]),
     }
 
 
-def _apply(rw: Reweighter, state: Mapping[str, Any], own: Mapping[str, Any]) -> None:
-    rw.sampler.load_state_dict(state["sampler"])
+def _apply(rw: Reweighter, own: Mapping[str, Any]) -> None:
+    """Applies what :func:`_parse` returned (cannot fail)."""
+    rw.sampler.apply_state(own["sampler"])
     for source in rw.sources:
-        source.load_state_dict(state["sources"][source.name])
+        source.apply_state(own["sources"][source.name])
     rw.global_step = own["global_step"]
     rw.sampler.clock = rw.global_step
     if rw.total_steps is None:
         rw.total_steps = own["total_steps"]
     rw._record.apply_state(own["record"])
     rw._composition.apply_state(own["target"])
-    rw._composition.apply(rw._composition.domain_probs(rw.progress), force=True)
+    rw._composition.apply(own["probs"], force=True)
 
 
 def _differences(saved: Any, current: Mapping[str, Any], path: str = "") -> list[str]:

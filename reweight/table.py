@@ -50,6 +50,7 @@ from reweight._checks import FLOAT32_MAX, from_tensor
 from reweight.table_state import (
     PRIORITY_METHODS,
     STATE_VERSION,
+    TableState,
     check_priority_params,
     check_step,
     check_table_params,
@@ -564,8 +565,19 @@ class LossTable:
             ...
             ValueError: loss table state: 'ema' must be float32 of shape (3,), got float32 of shape (2,) (2 entries, expected 3).
         """  # noqa: E501
-        parsed = parse_state(state, self._n, self._snapshot_size)
-        self._ema, self._last, self._snapshot = parsed.ema, parsed.last, parsed.snapshot
+        self.apply_state(self.parse_state(state))
+
+    def parse_state(self, state: Mapping[str, Any]) -> TableState:
+        """Validates a whole :meth:`state_dict` for this table (the per-item arrays one chunk at
+        a time, not copied); changes nothing. Raises as :meth:`load_state_dict`."""
+        return parse_state(state, self._n, self._snapshot_size)
+
+    def apply_state(self, parsed: TableState) -> None:
+        """Applies a state validated by :func:`~reweight.table_state.parse_state` (cannot fail):
+        the per-item arrays are copied into this table's in place."""
+        self._ema[...] = parsed.ema
+        self._last[...] = parsed.last
+        self._snapshot = parsed.snapshot.copy()
         self._step, self._snapshot_step = parsed.step, parsed.snapshot_step
         self._nonfinite, self._num_seen = parsed.nonfinite, parsed.num_seen
         self._sum_ema, self._sum_last = parsed.sum_ema, parsed.sum_last

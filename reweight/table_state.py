@@ -283,7 +283,8 @@ def _state_hyperparameters(state: Mapping[str, Any]) -> None:
 def _state_array(
     state: Mapping[str, Any], key: str, dtype: Any, size: int, meaning: str
 ) -> np.ndarray:
-    """A numpy copy of a 1-D tensor or array field of exactly ``dtype`` and ``size`` entries."""
+    """A 1-D tensor or array field of exactly ``dtype`` and ``size`` entries, as a numpy array
+    (a view of it, not a copy)."""
     value = state[key]
     want = np.dtype(dtype)
     expected = f"{want.name} of shape ({size},)"
@@ -303,9 +304,7 @@ def _state_array(
         raise ValueError(
             f"{_STATE_WHAT}: {key!r} must be {expected}, got {got_dtype} of shape {shape}{entries}."
         )
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy().copy()
-    return value.copy()
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
 
 
 def _state_header(state: Any, num_items: int) -> int:
@@ -367,8 +366,8 @@ def _check_contents(ema: np.ndarray, last: np.ndarray, snapshot: np.ndarray, ste
 
 
 class TableState(NamedTuple):
-    """A validated loss table state: fresh numpy copies of the arrays, the steps and the exact
-    counts (as :func:`recount` gives them; ``min_last`` as saved for version 2)."""
+    """A validated loss table state: the arrays (views of the state's, to be copied), the steps
+    and the exact counts (as :func:`recount` gives them; ``min_last`` as saved for version 2)."""
 
     ema: np.ndarray
     last: np.ndarray

@@ -186,3 +186,22 @@ def test_a_real_state_loads_and_continues_identically() -> None:
     assert_states_equal(twin.state_dict(), original.state_dict())
     a, b = iter(original.sampler), iter(twin.sampler)
     assert [next(a) for _ in range(13)] == [next(b) for _ in range(13)]
+
+
+def test_a_state_whose_restored_domain_probs_cannot_be_drawn_is_refused_before_applying() -> None:
+    """The sampler's own π can be drawn, but the π the domain sources give at the restored
+    progress cannot: refused while validating, nothing applied (no rollback is needed)."""
+    rw = Reweighter(
+        domains=np.repeat(np.arange(3), 100),
+        sources=[DomainMixing([1.0, 0.0, 0.0])],
+        total_steps=10,
+    )
+    state = copy.deepcopy(rw.state_dict())
+    first_of_domain_1 = int(rw.sampler._tree.layout.position_offsets[1])
+    state["sampler"]["static"][:first_of_domain_1] = 0.0  # domain 0 has no weight left
+    state["sampler"]["domain_probs"] = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    rw.sampler.update([3], [2.0])
+    before = rw.state_dict()
+    with pytest.raises(ValueError, match="nothing could be drawn"):
+        rw.load_state_dict(state)
+    assert_states_equal(rw.state_dict(), before)

@@ -1,8 +1,10 @@
 """The chunked passes that keep a large build's memory flat give the whole-array results, bit
-for bit: static factors, pairwise sums, factor rows written in place."""
+for bit: static factors, pairwise sums, factor rows written in place; a state is validated
+chunk by chunk, refused whole or copied into place."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import reweight.weights.static
 from reweight import Reweighter, ReweightSampler
 from reweight.sources import LossPriority, StaticImportance
 from reweight.weights.static import pairwise_sum, plan_static_factor, static_factor
+from tests.state_compare import assert_states_equal
 
 SMALL_CHUNK = 256  # > 128: NumPy's pairwise block, as pairwise_sum needs
 
@@ -143,3 +146,97 @@ def test_float32_refresh_matches_float64_priorities(small_chunks: None) -> None:
         rw.step()
     expected = source.table.all_priorities(rw.global_step, floor=source.floor).astype(np.float32)
     np.testing.assert_array_equal(rw.sampler.factors(range(1_000))[1], expected)
+
+
+def _trained_reweighter() -> Reweighter:
+    """Every per-item array in use: static and dynamic rows, a loss table (3 domains)."""
+    n = 3_000
+    rw = Reweighter(
+        domains=np.repeat(np.arange(3), n // 3),
+        sources=[
+            StaticImportance(np.linspace(-1.0, 1.0, n), beta=0.5),
+            LossPriority(refresh_every=2, mode="proposal"),
+        ],
+        total_steps=20,
+        seed=1,
+    )
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        index = torch.from_numpy(rng.integers(0, n, 256))
+        rw.reduce(torch.from_numpy(rng.random(256)) + 0.1, {"index": index})
+        rw.step()
+    return rw
+
+
+# Each corrupts one entry past the first chunk (positions/items 256 onwards) of a large array.
+DEEP_CORRUPTIONS = [
+    (("sampler", "static"), 2_500, math.nan, "'static' factor has negative or non-finite"),
+    (("sampler", "dynamic"), 1_700, -1.0, "'dynamic' factor has negative or non-finite"),
+    (("sampler", "dynamic"), 2_999, math.inf, "'dynamic' factor has negative or non-finite"),
+    (("sources", "loss_priority", "ema"), 2_900, math.nan, "'ema' holds non-finite values"),
+    (("sources", "loss_priority", "last_seen"), 1_300, 10_000, "'last_seen' must lie in"),
+]
+
+
+@pytest.mark.parametrize(("path", "entry", "value", "message"), DEEP_CORRUPTIONS)
+def test_a_corruption_past_the_first_chunk_is_refused_with_nothing_applied(
+    small_chunks: None, path: tuple[str, ...], entry: int, value: float, message: str
+) -> None:
+    state = _trained_reweighter().state_dict()
+    parent: Any = state
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = parent[path[-1]].clone()
+    parent[path[-1]][entry] = value
+    target = Reweighter(
+        domains=np.repeat(np.arange(3), 1_000),
+        sources=[
+            StaticImportance(np.linspace(-1.0, 1.0, 3_000), beta=0.5),
+            LossPriority(refresh_every=2, mode="proposal"),
+        ],
+        total_steps=20,
+        seed=1,
+    )
+    before = target.state_dict()
+    with pytest.raises(ValueError, match=message):
+        target.load_state_dict(state)
+    assert_states_equal(target.state_dict(), before)
+
+
+def test_non_zero_padding_past_the_first_chunk_is_refused(small_chunks: None) -> None:
+    sampler = ReweightSampler(domains=np.repeat([0, 1, 2], [700, 301, 1_000]), seed=0)
+    state = sampler.state_dict()
+    offsets = sampler._tree.layout.position_offsets
+    padding = int(offsets[1]) + 301  # right after domain 1's items, before domain 2's block
+    assert 256 < padding < int(offsets[2])
+    static = state["static"].clone()
+    assert static[padding] == 0
+    static[padding] = 1.0
+    twin = ReweightSampler(domains=np.repeat([0, 1, 2], [700, 301, 1_000]), seed=0)
+    twin.update([5], [3.0])
+    before = twin.state_dict()
+    with pytest.raises(ValueError, match="padding"):
+        twin.load_state_dict({**state, "static": static})
+    assert_states_equal(twin.state_dict(), before)
+
+
+def test_a_state_loads_in_place_from_a_memory_map_and_stays_a_snapshot(
+    small_chunks: None, tmp_path: Path
+) -> None:
+    original = _trained_reweighter()
+    saved = original.state_dict()
+    torch.save(saved, tmp_path / "state.pt")
+    twin = _trained_reweighter()
+    twin.step()  # differs from the original now
+    arrays = [twin.sampler._tree._factors, twin.sources[1].table._ema, twin.sources[1].table._last]
+    twin.load_state_dict(torch.load(tmp_path / "state.pt", mmap=True, weights_only=False))
+    kept = [twin.sampler._tree._factors, twin.sources[1].table._ema, twin.sources[1].table._last]
+    assert all(a is b for a, b in zip(arrays, kept, strict=True))  # copied into place
+    assert_states_equal(twin.state_dict(), saved)
+    for rw in (original, twin):  # training goes on identically and leaves `saved` unchanged
+        stream = iter(rw.sampler)
+        items = [next(stream) for _ in range(64)]
+        rw.reduce(torch.linspace(0.1, 2.0, 64), {"index": torch.tensor(items)})
+        rw.step()
+    assert_states_equal(twin.state_dict(), original.state_dict())
+    assert_states_equal(saved, torch.load(tmp_path / "state.pt", weights_only=False))

@@ -447,17 +447,19 @@ class ReweightSampler(DistributedSampler):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores a state from :meth:`state_dict`: every field is validated first, then all of
         it is applied (a bad state raises ValueError naming the field and changes nothing)."""
-        parsed = self._parse_state(state)
-        self._resolve_distributed()
-        if parsed["stream"]["world_size"] != self.num_replicas:
-            raise ValueError(
-                f"the sampler state was written by a run with {parsed['stream']['world_size']} "
-                f"ranks, this one has {self.num_replicas}; resume with the same number of ranks."
-            )
+        self.apply_state(self.parse_state(state))
+
+    def apply_state(self, parsed: Mapping[str, Any]) -> None:
+        """Applies what :meth:`parse_state` returned (copies the factors into place)."""
         self._tree.apply_state(parsed["weights"])
         self._stream.apply_state(parsed["stream"])
 
-    def _parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+    def parse_state(
+        self, state: Mapping[str, Any], next_probs: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Validates a whole :meth:`state_dict` (the factor rows one chunk at a time, kept as
+        views, not copied) and returns what :meth:`apply_state` applies; changes nothing.
+        ``next_probs``, π to be set right after the restore, is checked against it too."""
         if not isinstance(state, Mapping) or "version" not in state:
             raise ValueError("not a ReweightSampler state (no 'version' key).")
         if read_state_scalar("sampler state", "version", state["version"]) != _STATE_VERSION:
@@ -497,11 +499,18 @@ class ReweightSampler(DistributedSampler):
                 f"the sampler state comes from another configuration ({details}); "
                 "restore it into a sampler built with the same data and settings."
             )
-        weights = self._tree.parse_state(state)
+        weights = self._tree.parse_state(state, next_probs)
         stream = state["stream"]
         if not isinstance(stream, Mapping):
             raise ValueError("sampler state: 'stream' must be a mapping.")
-        return {"weights": weights, "stream": self._stream.parse_state(stream)}
+        parsed_stream = self._stream.parse_state(stream)
+        self._resolve_distributed()
+        if parsed_stream["world_size"] != self.num_replicas:
+            raise ValueError(
+                f"the sampler state was written by a run with {parsed_stream['world_size']} "
+                f"ranks, this one has {self.num_replicas}; resume with the same number of ranks."
+            )
+        return {"weights": weights, "stream": parsed_stream}
 
     # ------------------------------------------------------------------ diagnostics
 

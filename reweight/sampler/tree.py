@@ -370,12 +370,16 @@ class WeightTree:
     def set_domain_probs(self, probs: ArrayLike) -> None:
         """Sets π from relative per-domain weights (normalised here): O(K)."""
         array = self.parse_probs(probs)
-        if not (self._domain_has_mass & (array > 0)).any():
+        self._check_drawable(array, self._domain_has_mass)
+        self._refresh_effective_probs(array)
+
+    @staticmethod
+    def _check_drawable(probs: np.ndarray, has_mass: np.ndarray) -> None:
+        if not (has_mass & (probs > 0)).any():
             raise ValueError(
-                f"domain_probs {array.tolist()} put all their mass on domains whose items all "
+                f"domain_probs {probs.tolist()} put all their mass on domains whose items all "
                 "have weight 0; nothing could be drawn (nothing was changed)."
             )
-        self._refresh_effective_probs(array)
 
     def request_probs(self, probs: np.ndarray) -> None:
         """Takes ``probs`` (from :meth:`parse_probs`) as the requested π without applying it:
@@ -387,16 +391,7 @@ class WeightTree:
         excluded domain, before anything changes (an error filter leaves the tree as it was).
         """
         probs = self._probs if probs is None else probs
-        excluded = (probs > 0) & ~self._domain_has_mass
-        fresh = [int(d) for d in np.flatnonzero(excluded) if int(d) not in self._warned_domains]
-        for d in fresh:
-            warnings.warn(
-                f"domain {d} has probability {probs[d]:.4g} but all its items have weight 0; "
-                "it is excluded from sampling and π is renormalised over the other domains.",
-                RuntimeWarning,
-                stacklevel=_WARN_STACKLEVEL,
-            )
-        self._warned_domains.update(fresh)
+        excluded = self._warn_excluded(probs, self._domain_has_mass)
         self._probs = probs
         effective = np.where(excluded, 0.0, probs)
         self._effective = effective / effective.sum()
@@ -409,6 +404,20 @@ class WeightTree:
         self._guide = np.searchsorted(cumulative, np.arange(buckets + 1) / buckets, side="right")
         self._domains = None
         self.on_change()
+
+    def _warn_excluded(self, probs: np.ndarray, has_mass: np.ndarray) -> np.ndarray:
+        """Warns once per domain with π > 0 whose items all have weight 0; returns them."""
+        excluded = (probs > 0) & ~has_mass
+        fresh = [int(d) for d in np.flatnonzero(excluded) if int(d) not in self._warned_domains]
+        for d in fresh:
+            warnings.warn(
+                f"domain {d} has probability {probs[d]:.4g} but all its items have weight 0; "
+                "it is excluded from sampling and π is renormalised over the other domains.",
+                RuntimeWarning,
+                stacklevel=_WARN_STACKLEVEL + 1,
+            )
+        self._warned_domains.update(fresh)
+        return excluded
 
     @property
     def domain_probs(self) -> np.ndarray:
@@ -492,23 +501,13 @@ class WeightTree:
             "dynamic": torch.from_numpy(self._factor(1)) if self.dynamic_used else None,
         }
 
-    def parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        """Validates the fields of :meth:`state_dict` in a sampler state and returns them as
-        arrays; changes nothing. Raises ValueError naming the bad field."""
-        n_positions = self._num_blocks * self.block_size
-        static = self._parse_factor("static", state["static"])
-        dynamic = (
-            None if state["dynamic"] is None else self._parse_factor("dynamic", state["dynamic"])
-        )
-        position_offsets = self.layout.position_offsets
-        padding = np.ones(n_positions, dtype=bool)
-        for d in range(self.num_domains):
-            first = int(position_offsets[d])
-            padding[first : first + int(self._counts[d])] = False
-        if np.any(static[padding] != 0):
-            raise ValueError(
-                "sampler state: 'static' factor is non-zero on padding slots; the state is corrupt."
-            )
+    def parse_state(
+        self, state: Mapping[str, Any], next_probs: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Validates the fields of :meth:`state_dict` in a sampler state, one chunk at a time,
+        and returns them (the factor rows as views of the state's arrays, not copies); changes
+        nothing. ``next_probs``, π to be set right after (e.g. by the Reweighter), is checked
+        against the saved factors too. Raises ValueError naming the bad field."""
         probs = read_state_array("sampler state", "domain_probs", state["domain_probs"])
         probs = probs.astype(np.float64)
         if probs.shape != (self.num_domains,):
@@ -521,26 +520,46 @@ class WeightTree:
                 f"sampler state: 'domain_probs' {probs.tolist()} must be finite, >= 0 and sum "
                 "to 1; the state is corrupt."
             )
+        static = self._parse_factor("static", state["static"])
+        dynamic = (
+            None if state["dynamic"] is None else self._parse_factor("dynamic", state["dynamic"])
+        )
+        offsets = self.layout.position_offsets
         has_mass = np.zeros(self.num_domains, dtype=bool)
-        for d in range(self.num_domains):  # a positive a·b in the domain, one chunk at a time
-            first = int(position_offsets[d])
-            for part in chunks(int(self._counts[d])):
+        for d in range(self.num_domains):  # padding is 0; a positive a·b, one chunk at a time
+            first, count = int(offsets[d]), int(self._counts[d])
+            for part in chunks(int(offsets[d + 1]) - first - count):
+                if np.any(static[first + count + part.start : first + count + part.stop] != 0):
+                    raise ValueError(
+                        "sampler state: 'static' factor is non-zero on padding slots; the "
+                        "state is corrupt."
+                    )
+            for part in chunks(count):
+                if has_mass[d]:
+                    break
                 span = slice(first + part.start, first + part.stop)
                 positive = static[span] > 0
                 if dynamic is not None:
                     positive &= dynamic[span] > 0
-                if positive.any():
-                    has_mass[d] = True
-                    break
+                has_mass[d] = bool(positive.any())
         if not np.any(has_mass & (probs > 0)):
             raise ValueError(
                 "sampler state: no domain with positive 'domain_probs' has an item of positive "
                 "weight; nothing could be drawn (the state is corrupt)."
             )
-        return {"static": static, "dynamic": dynamic, "domain_probs": probs.copy()}
+        if next_probs is not None:
+            self._check_drawable(self.parse_probs(next_probs), has_mass)
+        return {
+            "static": static,
+            "dynamic": dynamic,
+            "domain_probs": probs.copy(),
+            "has_mass": has_mass,
+            "warn_probs": [probs] if next_probs is None else [probs, next_probs],
+        }
 
     def _parse_factor(self, name: str, value: Any) -> np.ndarray:
-        """A factor row of a saved state: float32, one per position, finite and >= 0."""
+        """A factor row of a saved state: float32, one per position, finite and >= 0 (checked
+        one chunk at a time; returned as it is, not copied)."""
         n_positions = self._num_blocks * self.block_size
         array = read_state_array("sampler state", name, value)
         if array.shape != (n_positions,) or array.dtype != np.float32:
@@ -549,18 +568,24 @@ class WeightTree:
                 f"{array.dtype}, expected ({n_positions},) float32; the state comes from "
                 "another configuration or is corrupt."
             )
-        if not (np.all(np.isfinite(array)) and np.all(array >= 0)):
-            raise ValueError(
-                f"sampler state: {name!r} factor has negative or non-finite values; the "
-                "state is corrupt (nothing was changed)."
-            )
-        return array.copy()
+        for part in chunks(n_positions):
+            piece = array[part]
+            if not (np.all(np.isfinite(piece)) and np.all(piece >= 0)):
+                raise ValueError(
+                    f"sampler state: {name!r} factor has negative or non-finite values; the "
+                    "state is corrupt (nothing was changed)."
+                )
+        return array
 
     def apply_state(self, parsed: Mapping[str, Any]) -> None:
-        """Applies the weights returned by :meth:`parse_state`."""
-        self._factors[:, 0, :] = parsed["static"].reshape(-1, self.block_size)
+        """Applies the weights returned by :meth:`parse_state`: warns first (so an error filter
+        changes nothing), then copies the factor rows into this tree's arrays in place."""
+        for probs in parsed["warn_probs"]:
+            self._warn_excluded(probs, parsed["has_mass"])
+        rows = self._factors.shape[0], self.block_size
+        self._factors[:, 0, :] = parsed["static"].reshape(rows)
         dynamic = parsed["dynamic"]
-        self._factors[:, 1, :] = 1.0 if dynamic is None else dynamic.reshape(-1, self.block_size)
+        self._factors[:, 1, :] = 1.0 if dynamic is None else dynamic.reshape(rows)
         self.dynamic_used = dynamic is not None
         self._build_tree()
         self._refresh_effective_probs(parsed["domain_probs"])

@@ -302,8 +302,18 @@ class Source(abc.ABC):
 
     def load_state_dict(self, state: Any) -> None:
         """Restores :meth:`state_dict`; validates all of it before changing anything."""
+        self.apply_state(self.parse_state(state))
+
+    def parse_state(self, state: Any) -> Any:
+        """Validates a whole :meth:`state_dict` (changes nothing); returns what
+        :meth:`apply_state` applies."""
         if state is not None:
             raise ValueError(f"{self.label} holds no state, got {type(state).__name__}.")
+        return None
+
+    def apply_state(self, parsed: Any) -> None:
+        """Applies what :meth:`parse_state` returned (cannot fail)."""
+        return None
 
 
 def check_path_or_array(name: str, value: Any) -> None:

@@ -9,7 +9,7 @@ the sampler's state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -137,6 +137,21 @@ class Composition:
                 "nothing could be drawn (nothing was changed)."
             )
         return target, sample
+
+    def domain_probs_after(
+        self, parsed: Mapping[str | None, Any], progress: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`domain_probs` at ``progress`` once the domain sources hold the states
+        ``parsed`` (by source name, from their ``parse_state``): applied for this call only,
+        then put back, so nothing changes."""
+        current = [(s, s.parse_state(s.state_dict())) for s in self._domain_sources]
+        try:
+            for source, _ in current:
+                source.apply_state(parsed[source.name])
+            return self.domain_probs(progress)
+        finally:
+            for source, old in current:
+                source.apply_state(old)
 
     def apply(self, probs: tuple[np.ndarray, np.ndarray] | None, force: bool = False) -> None:
         """Sets π_p and π_q (from :meth:`domain_probs`); π_q goes to the sampler when it
@@ -270,9 +285,12 @@ class Composition:
         live = state["live"]
         if (live is None) != (self._live is None):
             raise ValueError("Reweighter state: target 'live' does not fit these sources.")
-        if live is not None:
-            live = np.asarray(torch.as_tensor(live).cpu().numpy(), dtype=np.float32)
-            if live.shape != (n,) or not np.isfinite(live).all() or (live <= 0).any():
+        if live is not None:  # kept as saved (no copy); checked as float32, chunk by chunk
+            live = torch.as_tensor(live).cpu().numpy()
+            if live.shape != (n,) or not all(
+                np.isfinite(piece).all() and (piece > 0).all()
+                for piece in (live[part].astype(np.float32) for part in chunks(n))
+            ):
                 raise ValueError(
                     f"Reweighter state: target 'live' must hold {n} finite factors > 0; the "
                     "state is corrupt."
@@ -283,5 +301,5 @@ class Composition:
         if parsed is None:
             return
         self.mass, live = parsed
-        if live is not None:
-            self._live = live.copy()
+        if live is not None and self._live is not None:
+            self._live[...] = live  # in place, cast to float32 as parse_state checked it

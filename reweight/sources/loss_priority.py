@@ -176,5 +176,8 @@ class LossPriority(Source):
                 f"after the run's step {step}; the state is corrupt."
             )
 
-    def load_state_dict(self, state: Any) -> None:
-        self.table.load_state_dict(state)
+    def parse_state(self, state: Any) -> Any:
+        return self.table.parse_state(state)
+
+    def apply_state(self, parsed: Any) -> None:
+        self.table.apply_state(parsed)

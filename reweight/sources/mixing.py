@@ -191,8 +191,11 @@ class DomainMixing(Source):
     def state_dict(self) -> Any:
         return self._rule.state_dict() if self._rule.online else None
 
-    def load_state_dict(self, state: Any) -> None:
+    def parse_state(self, state: Any) -> Any:
         if self._rule.online:
-            self._rule.load_state_dict(state)
-        else:
-            super().load_state_dict(state)
+            return self._rule._validate_state(state)
+        return super().parse_state(state)
+
+    def apply_state(self, parsed: Any) -> None:
+        if self._rule.online:
+            self._rule._restore_state(parsed)
