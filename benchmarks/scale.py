@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where checkpoints go")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--skip-state", action="store_true", help="no save/load (it peaks at ~4x steady)"
+        "--skip-state", action="store_true", help="no save/load (each peaks at ~2x steady)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke test at N = 1e6")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)

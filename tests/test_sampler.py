@@ -2137,3 +2137,18 @@ def test_the_excluded_domain_warning_comes_before_any_change() -> None:
         with pytest.raises(RuntimeWarning, match="excluded from sampling"):
             sampler.set_domain_probs([0.5, 0.25, 0.25])
     assert torch.equal(sampler.state_dict()["domain_probs"], before["domain_probs"])
+
+
+def test_the_excluded_domain_warning_of_a_restore_comes_before_any_change() -> None:
+    source = ReweightSampler(domains=[0, 0, 1, 1, 2, 2], domain_probs=[0.5, 0.25, 0.25])
+    with pytest.warns(RuntimeWarning, match="excluded from sampling"):
+        source.update([2, 3], [0.0, 0.0])  # domain 1 keeps probability 0.25, no weight
+    target = ReweightSampler(domains=[0, 0, 1, 1, 2, 2], domain_probs=[0.5, 0.25, 0.25])
+    before = target.state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning, match="excluded from sampling"):
+            target.load_state_dict(source.state_dict())
+    after = target.state_dict()
+    for key in ("domain_probs", "static", "dynamic"):
+        assert (before[key] is None and after[key] is None) or torch.equal(before[key], after[key])

@@ -547,14 +547,16 @@ class WeightTree:
                 "sampler state: no domain with positive 'domain_probs' has an item of positive "
                 "weight; nothing could be drawn (the state is corrupt)."
             )
+        warn_probs = [probs]  # what apply_state warns about before it changes anything
         if next_probs is not None:
-            self._check_drawable(self.parse_probs(next_probs), has_mass)
+            warn_probs.append(self.parse_probs(next_probs))
+            self._check_drawable(warn_probs[-1], has_mass)
         return {
             "static": static,
             "dynamic": dynamic,
-            "domain_probs": probs.copy(),
+            "domain_probs": probs,
             "has_mass": has_mass,
-            "warn_probs": [probs] if next_probs is None else [probs, next_probs],
+            "warn_probs": warn_probs,
         }
 
     def _parse_factor(self, name: str, value: Any) -> np.ndarray:
