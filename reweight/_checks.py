@@ -4,6 +4,7 @@ value, shows it and says how to fix it."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import math
 import numbers
@@ -225,6 +226,41 @@ def check_probs(name: str, values: Any, num_domains: int) -> np.ndarray:
     if abs(total - 1.0) > 1e-9:
         raise ValueError(f"{name} must sum to 1, sums to {total!r}.")
     return array
+
+
+_ITEM_STATE_VIEWS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "reweight_item_state_views", default=False
+)
+
+
+@contextlib.contextmanager
+def item_state_views() -> Iterator[None]:
+    """Within it, :func:`item_state` hands out views of the live per-item arrays instead of
+    copies: for a writer that serialises the state before anything changes it
+    (:func:`reweight.state_files.save_state`), so that no second copy is ever held."""
+    token = _ITEM_STATE_VIEWS.set(True)
+    try:
+        yield
+    finally:
+        _ITEM_STATE_VIEWS.reset(token)
+
+
+def item_state(values: np.ndarray) -> torch.Tensor | np.ndarray:
+    """A per-item array for a state dict, as the row-major flattening of ``values``: a CPU
+    tensor copy, or under :func:`item_state_views` ``values`` itself (a numpy view, maybe
+    strided and of any shape, that the writer flattens chunk by chunk).
+
+    Example:
+        >>> live = np.arange(4.0).reshape(2, 2)
+        >>> item_state(live).tolist()
+        [0.0, 1.0, 2.0, 3.0]
+        >>> with item_state_views():
+        ...     item_state(live) is live
+        True
+    """
+    if _ITEM_STATE_VIEWS.get():
+        return values
+    return torch.from_numpy(np.array(values, copy=True).reshape(-1))
 
 
 def state_array(values: np.ndarray) -> torch.Tensor:

@@ -190,9 +190,10 @@ def exact_sum(values: np.ndarray) -> int:
     return total
 
 
-def recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, int, int, int]:
+def recount(ema: np.ndarray, last: np.ndarray | None) -> tuple[int, int, int, int]:
     """(number seen, Σ EMA over seen in units of 2^−149, Σ last_seen over seen, min last_seen
-    or −1), exactly; an item is seen when its ``last`` step is >= 0.
+    or −1), exactly; an item is seen when its ``last`` step is >= 0 (without last-seen steps,
+    ``last`` None: when its EMA is not NaN; the sums of steps are then 0 and −1).
 
     Example:
         >>> ema = np.array([2.0, 9.0, 1.0], dtype=np.float32)
@@ -201,7 +202,13 @@ def recount(ema: np.ndarray, last: np.ndarray) -> tuple[int, int, int, int]:
         (2, True, 8, 3)
     """
     num_seen, sum_ema, sum_last, min_last = 0, 0, 0, -1
-    for part in chunks(last.size):
+    for part in chunks(ema.size):
+        if last is None:
+            values = ema[part]
+            seen = ~np.isnan(values)
+            num_seen += int(np.count_nonzero(seen))
+            sum_ema += exact_sum(values[seen])
+            continue
         seen_last = last[part]
         seen = seen_last >= 0
         count = int(np.count_nonzero(seen))
@@ -307,6 +314,27 @@ def _state_array(
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
 
 
+def _last_seen(state: Mapping[str, Any], num_items: int, tracked: bool) -> np.ndarray | None:
+    """The ``last_seen`` field: an int32 array when the table keeps last-seen steps, else None;
+    a state of the other kind is refused, naming the setting."""
+    saved = state["last_seen"]
+    if tracked and saved is None:
+        raise ValueError(
+            f"{_STATE_WHAT}: 'last_seen' is None: the checkpoint's table kept no last-seen "
+            "steps but this one does; build it with track_last_seen=False, as the run saved."
+        )
+    if not tracked and saved is not None:
+        raise ValueError(
+            f"{_STATE_WHAT}: 'last_seen' holds steps but this table keeps none "
+            "(track_last_seen=False); build it with track_last_seen=True, as the run saved."
+        )
+    return (
+        None
+        if saved is None
+        else _state_array(state, "last_seen", np.int32, num_items, "(num_items)")
+    )
+
+
 def _state_header(state: Any, num_items: int) -> int:
     """Checks the state's type, version, keys and ``num_items``; returns the version."""
     if not isinstance(state, Mapping):
@@ -336,17 +364,23 @@ def _state_header(state: Any, num_items: int) -> int:
     return int(version)
 
 
-def _check_contents(ema: np.ndarray, last: np.ndarray, snapshot: np.ndarray, step: int) -> None:
-    """Checks that every EMA is finite, every last-seen step in ``[-1, step]`` and the
-    snapshot finite and sorted ascending."""
+def _check_contents(
+    ema: np.ndarray, last: np.ndarray | None, snapshot: np.ndarray, step: int
+) -> None:
+    """Checks that every EMA is finite (or NaN: unseen, without last-seen steps), every
+    last-seen step in ``[-1, step]`` and the snapshot finite and sorted ascending."""
     for part in chunks(ema.size):
-        bad = ~np.isfinite(ema[part])
+        values = ema[part]
+        bad = np.isinf(values) if last is None else ~np.isfinite(values)
         if bad.any():
             first = part.start + int(np.flatnonzero(bad)[0])
+            allowed = "finite or NaN (unseen)" if last is None else "finite"
             raise ValueError(
                 f"{_STATE_WHAT}: 'ema' holds non-finite values: entry {first} is "
-                f"{float(ema[first])!r}; every EMA must be finite."
+                f"{float(ema[first])!r}; every EMA must be {allowed}."
             )
+        if last is None:
+            continue
         chunk = last[part]
         low, high = int(chunk.min()), int(chunk.max())
         if low < -1 or high > step:
@@ -370,7 +404,7 @@ class TableState(NamedTuple):
     and the exact counts (as :func:`recount` gives them; ``min_last`` as saved for version 2)."""
 
     ema: np.ndarray
-    last: np.ndarray
+    last: np.ndarray | None
     snapshot: np.ndarray
     step: int
     snapshot_step: int
@@ -381,9 +415,12 @@ class TableState(NamedTuple):
     min_last: int
 
 
-def parse_state(state: Any, num_items: int, snapshot_size: int) -> TableState:
+def parse_state(
+    state: Any, num_items: int, snapshot_size: int, track_last_seen: bool = True
+) -> TableState:
     """Validates a :meth:`LossTable.state_dict <reweight.table.LossTable.state_dict>` for a
-    table of ``num_items`` items and ``snapshot_size``; mutates nothing.
+    table of ``num_items`` items and ``snapshot_size``, with or without last-seen steps;
+    mutates nothing.
 
     The checks, and the errors, are those listed by
     :meth:`LossTable.load_state_dict <reweight.table.LossTable.load_state_dict>`.
@@ -407,12 +444,12 @@ def parse_state(state: Any, num_items: int, snapshot_size: int) -> TableState:
     nonfinite = _state_int(state, "num_nonfinite", 0, None, " (a count)")
     size = min(num_items, snapshot_size)
     ema = _state_array(state, "ema", np.float32, num_items, "(num_items)")
-    last = _state_array(state, "last_seen", np.int32, num_items, "(num_items)")
+    last = _last_seen(state, num_items, track_last_seen)
     snapshot = _state_array(state, "snapshot", np.float32, size, "(min(num_items, snapshot_size))")
     _check_contents(ema, last, snapshot, step)
     num_seen, sum_ema, sum_last, min_last = recount(ema, last)
     if version == STATE_VERSION:
-        low, high = (-1, -1) if num_seen == 0 else (0, min_last)
+        low, high = (-1, -1) if num_seen == 0 or last is None else (0, min_last)
         min_last = _state_int(
             state,
             "min_last_seen",

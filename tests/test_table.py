@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -620,3 +621,78 @@ def test_ten_million_items() -> None:
     index = rng.integers(0, n, 1000)
     assert np.allclose(table.priorities(index, 5), p[index], rtol=1e-6)
     assert 0.0 < table.coverage() < 0.06
+
+
+# ------------------------------------------------------------ without last-seen steps
+
+
+@pytest.mark.parametrize("prior", ["mean", 0.5])
+@pytest.mark.parametrize("decay", [0.0, 0.9])
+def test_a_table_without_last_seen_steps_gives_the_same_estimates_and_priorities(
+    prior: Any, decay: float
+) -> None:
+    n = 500
+    tracked = LossTable(n, decay=decay, prior=prior, snapshot_size=64)
+    compact = LossTable(n, decay=decay, prior=prior, snapshot_size=64, track_last_seen=False)
+    assert compact.memory_bytes() == 4 * n + 4 * 64
+    assert tracked.memory_bytes() == 8 * n + 4 * 64
+    rng = np.random.default_rng(7)
+    everything = np.arange(n)
+    for step in range(12):
+        index = rng.integers(0, n, 40)  # repeats within a batch
+        losses = rng.exponential(2.0, 40)
+        losses[rng.random(40) < 0.1] = np.nan  # ignored by both
+        assert tracked.update(index, losses, step) == compact.update(index, losses, step)
+        if step % 4 == 3:
+            tracked.refresh(step)
+            compact.refresh(step)
+        assert compact.num_seen == tracked.num_seen
+        assert compact.prior_value() == tracked.prior_value()
+        np.testing.assert_array_equal(
+            compact.estimates(everything, step), tracked.estimates(everything, step)
+        )
+        for method in ("rank", "softmax"):
+            np.testing.assert_array_equal(
+                compact.all_priorities(step, method=method, dtype=np.float32),
+                tracked.all_priorities(step, method=method, dtype=np.float32),
+            )
+            np.testing.assert_array_equal(
+                compact.priorities(index, step, method=method),
+                tracked.priorities(index, step, method=method),
+            )
+
+
+def test_a_table_without_last_seen_steps_refuses_what_needs_them() -> None:
+    with pytest.raises(ValueError, match=r"relax_steps=10\.0 needs each item's last-seen step"):
+        LossTable(3, relax_steps=10, track_last_seen=False)
+    with pytest.raises(TypeError, match="track_last_seen must be True or False"):
+        LossTable(3, track_last_seen="no")  # type: ignore[arg-type]
+    table = LossTable(3, track_last_seen=False)
+    with pytest.raises(ValueError, match="track_last_seen=True"):
+        table.staleness(0)
+
+
+def test_states_with_and_without_last_seen_steps_round_trip_and_refuse_each_other() -> None:
+    compact = LossTable(4, decay=0.5, track_last_seen=False)
+    compact.update([0, 2], [1.0, 3.0], step=2)
+    compact.refresh(2)
+    state = compact.state_dict()
+    assert state["last_seen"] is None
+    assert np.isnan(state["ema"].numpy()[[1, 3]]).all()
+    twin = LossTable(4, decay=0.5, track_last_seen=False)
+    twin.load_state_dict(state)
+    assert twin.num_seen == 2 and twin.prior_value() == 2.0
+    np.testing.assert_array_equal(twin.estimates(range(4), 2), compact.estimates(range(4), 2))
+
+    tracked = LossTable(4, decay=0.5)
+    before = tracked.state_dict()
+    with pytest.raises(ValueError, match="track_last_seen=False, as the run saved"):
+        tracked.load_state_dict(state)
+    tracked.update([1], [5.0], step=1)
+    with pytest.raises(ValueError, match="track_last_seen=True, as the run saved"):
+        twin.load_state_dict(tracked.state_dict())
+    bad = {**state, "ema": torch.tensor([1.0, float("inf"), 3.0, float("nan")])}
+    with pytest.raises(ValueError, match="finite or NaN"):
+        twin.load_state_dict(bad)
+    assert twin.num_seen == 2
+    assert LossTable(4, decay=0.5).state_dict().keys() == before.keys()

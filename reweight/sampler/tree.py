@@ -27,6 +27,7 @@ from reweight._checks import (
     chunks,
     from_tensor,
     index_array,
+    item_state,
     read_state_array,
     value_array,
 )
@@ -497,8 +498,8 @@ class WeightTree:
         while no dynamic factor was ever set)."""
         return {
             "domain_probs": torch.from_numpy(self._probs.copy()),
-            "static": torch.from_numpy(self._factor(0)),
-            "dynamic": torch.from_numpy(self._factor(1)) if self.dynamic_used else None,
+            "static": item_state(self._factors[:, 0, :]),
+            "dynamic": item_state(self._factors[:, 1, :]) if self.dynamic_used else None,
         }
 
     def parse_state(
