@@ -28,7 +28,7 @@ Every figure is measured in one run on a shared machine; compare ratios, not abs
 Usage::
 
     PYTHONPATH=. python benchmarks/scale.py                       # sizes 1e8,3e8; a table
-    PYTHONPATH=. python benchmarks/scale.py --sizes 1e9 --steps 10 --state files --json
+    PYTHONPATH=. python benchmarks/scale.py --sizes 1e9 --table compact --steps 10 --state files
     PYTHONPATH=. python benchmarks/scale.py --quick               # smoke test at 1e6
 """
 
@@ -95,8 +95,9 @@ def write_inputs(n: int, k: int, layout: str, seed: int, directory: Path) -> tup
     return domains_path, weights_path
 
 
-def build(domains: np.ndarray, log_weights: Any) -> Any:
-    """The Reweighter with every source on (what every size measures)."""
+def build(domains: np.ndarray, log_weights: Any, track_last_seen: bool = True) -> Any:
+    """The Reweighter with every source on (what every size measures); the loss table with
+    or without last-seen steps (8 or 4 bytes per item)."""
     from reweight import Reweighter
     from reweight.sources import DomainMixing, InBatchWeights, LossPriority, StaticImportance
 
@@ -104,7 +105,7 @@ def build(domains: np.ndarray, log_weights: Any) -> Any:
         StaticImportance(log_weights, beta=0.5, clip=4.0),
         DomainMixing(3.0),
         InBatchWeights("linupper"),
-        LossPriority(refresh_every=1000),
+        LossPriority(refresh_every=1000, track_last_seen=track_last_seen),
     ]
     return Reweighter(domains=domains, sources=sources, total_steps=10_000, infinite=True)
 
@@ -150,7 +151,7 @@ def run_child(args: argparse.Namespace, n: int) -> dict[str, Any]:
     phases = Phases()
     base = status_kib("RssAnon")
     started = phases.start("build")
-    rw = build(domains, str(weights_path))
+    rw = build(domains, str(weights_path), track_last_seen=args.table == "full")
     build_s = phases.stop("build", started)
     held = rw.sampler.memory_bytes() + rw.sources[-1].table.memory_bytes()
     log(f"  built in {build_s:.1f} s: {held / n:.2f} B/item")
@@ -183,6 +184,7 @@ def run_child(args: argparse.Namespace, n: int) -> dict[str, Any]:
     result: dict[str, Any] = {
         "n": n,
         "layout": args.layout,
+        "table": args.table,
         "num_domains": args.domains,
         "held_bytes": held,
         "base_anon_kib": base,
@@ -249,7 +251,14 @@ def run_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """One size in a fresh process, its anonymous memory sampled from outside."""
     command = [sys.executable, __file__, "--child", str(n), "--layout", args.layout]
     command += ["--domains", str(args.domains), "--seed", str(args.seed), "--dir", args.dir]
-    command += ["--steps", str(args.steps), "--state", ",".join(sorted(args.state)) or "none"]
+    command += [
+        "--table",
+        args.table,
+        "--steps",
+        str(args.steps),
+        "--state",
+        ",".join(sorted(args.state)) or "none",
+    ]
     samples: list[tuple[float, int]] = []
     done = threading.Event()
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
@@ -288,13 +297,14 @@ def seconds(row: dict[str, Any], *keys: str) -> str:
 
 def print_table(report: dict[str, Any]) -> None:
     header = (
-        f"{'N':>9} {'layout':>11} {'B/item':>7} {'RSS':>6} {'build pk':>8} {'step pk':>7} "
+        f"{'N':>9} {'layout':>11} {'table':>7} {'B/item':>7} {'RSS':>6} {'build pk':>8} "
+        f"{'step pk':>7} "
         f"{'sample/s':>9} {'iter/s':>8} {'step ms':>7} {'refresh s':>9}"
     )
     print(header)
     for r in report["results"]:
         print(
-            f"{r['n']:>9.3g} {r['layout']:>11} {r['bytes_per_item']:>7.2f} "
+            f"{r['n']:>9.3g} {r['layout']:>11} {r['table']:>7} {r['bytes_per_item']:>7.2f} "
             f"{r['resident_bytes_per_item']:>6.2f} {ratio(r, 'build_peak_ratio')} "
             f"{ratio(r, 'step_peak_ratio')} {r['sample_draws_per_s'] / 1e6:>8.2f}M "
             f"{r['iter_draws_per_s'] / 1e6:>7.2f}M {r['step_ms']:>7.1f} "
@@ -325,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 1e8,3e8)")
     parser.add_argument("--layout", default="contiguous", choices=["contiguous", "interleaved"])
     parser.add_argument("--domains", type=int, default=64)
+    parser.add_argument(
+        "--table",
+        default="full",
+        choices=["full", "compact"],
+        help="the loss table with last-seen steps (full, 8 B/item, the default) or without "
+        "(compact: LossPriority(track_last_seen=False), 4 B/item)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=STEPS, help="training steps (>= 3)")
     parser.add_argument(

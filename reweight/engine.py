@@ -248,7 +248,6 @@ class Reweighter:
         self._warned_unmatched = False
         self._defer: bool | None = None  # None: defer the host part of reduce() on CUDA
         self._pending: _Pending | None = None
-        sampler.before_draw = self._settle
 
     @classmethod
     def from_dataset(cls, dataset: Any, **kwargs: Any) -> Reweighter:
@@ -368,6 +367,7 @@ class Reweighter:
                 event.record()  # after the copies: it passes when they are complete
             items = None if expected is None else expected[0]
             self._pending = _Pending(host_rows, host_weights, keys, step, progress, items, event)
+            self.sampler.before_draw = self._settle
             local_w = weights
         else:
             _check_total(float(total))
@@ -423,6 +423,7 @@ class Reweighter:
         pending, self._pending = self._pending, None
         if pending is None:
             return
+        self.sampler.before_draw = None
         if pending.event is not None:
             pending.event.synchronize()
         rows = pending.rows.numpy()

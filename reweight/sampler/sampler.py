@@ -115,9 +115,6 @@ class ReweightSampler(DistributedSampler):
         elif domain_probs is not None:
             tree.set_domain_probs(probs)
         self._requested_epoch = 0
-        # Called before each draw is handed out: the Reweighter completes updates it deferred
-        # (a CUDA step's loss table) so that every draw sees them, as the stream contract says.
-        self.before_draw: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ weights
 
@@ -350,18 +347,19 @@ class ReweightSampler(DistributedSampler):
         each with its original item and probability; an earlier iterator stops.
         """
         self._resolve_distributed()
-        items = self._stream.iterate()
-        return items if self.before_draw is None else self._after_updates(items)
+        return self._stream.iterate()
 
-    def _after_updates(self, items: Iterator[int]) -> Iterator[int]:
-        """``items``, calling :attr:`before_draw` before each one is handed out."""
-        while True:
-            if self.before_draw is not None:
-                self.before_draw()
-            item = next(items, None)
-            if item is None:
-                return
-            yield item
+    @property
+    def before_draw(self) -> Callable[[], None] | None:
+        """While set, called before each draw is handed out (by any iterator, also one made
+        before it was set): the Reweighter sets it while the host part of a reduce() is
+        deferred (a CUDA step's loss table), so that every draw sees that update, as the
+        stream contract says, and clears it once applied. None costs one check per draw."""
+        return self._stream.before_draw
+
+    @before_draw.setter
+    def before_draw(self, hook: Callable[[], None] | None) -> None:
+        self._stream.before_draw = hook
 
     # ------------------------------------------------------------------ draw records
 

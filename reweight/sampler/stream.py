@@ -158,6 +158,8 @@ class DrawStream:
         self.samples_per_rank: int | None = None  # None: infinite
         self.clock = 0
         self._generation = 0
+        # Called before each draw is handed out while set (see ReweightSampler.before_draw).
+        self.before_draw: Callable[[], None] | None = None
         self._reset(yielded=0, consumed=np.zeros(1, dtype=np.int64), tracking=False)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -291,6 +293,9 @@ class DrawStream:
     def _items(self, generation: int) -> Iterator[int]:
         queue = self._queue  # one deque, cleared and refilled in place
         while self._generation == generation and self._yielded < self._iter_end:
+            hook = self.before_draw
+            if hook is not None:  # may change the weights, which empties the queue
+                hook()
             if not queue:
                 self._extend()
             self._yielded += 1
