@@ -175,7 +175,7 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     local_len = torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device)
     lens = [torch.zeros_like(local_len) for _ in range(n)]
     tdist.all_gather(lens, local_len)
-    sizes = [int(s.item()) for s in lens]
+    sizes = [int(size) for size in torch.cat(lens).tolist()]  # one device sync, not n
     max_len = max(sizes)
     if max_len == 0:
         return t.detach().clone()

@@ -240,3 +240,32 @@ def test_a_state_loads_in_place_from_a_memory_map_and_stays_a_snapshot(
         rw.step()
     assert_states_equal(twin.state_dict(), original.state_dict())
     assert_states_equal(saved, torch.load(tmp_path / "state.pt", weights_only=False))
+
+
+def test_the_scale_benchmark_runs_and_reports_each_measure(tmp_path: Path) -> None:
+    """benchmarks/scale.py --quick: both loss tables, both ways to save; the figures a closing
+    note quotes are in the JSON and plausible (bytes per item from the arrays' sizes)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    rows = {}
+    for table in ("full", "compact"):
+        command = [sys.executable, str(root / "benchmarks" / "scale.py"), "--quick", "--json"]
+        command += ["--table", table, "--steps", "4", "--dir", str(tmp_path)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        rows[table] = json.loads(done.stdout.strip().splitlines()[-1])["results"][0]
+    full, compact = rows["full"], rows["compact"]
+    assert full["bytes_per_item"] - compact["bytes_per_item"] == pytest.approx(4.0, abs=1e-6)
+    assert 16.0 < full["bytes_per_item"] < 17.5
+    for row in (full, compact):
+        for key in ("build_peak_ratio", "step_peak_ratio", "files_save_peak_ratio"):
+            assert math.isfinite(row[key]) and row[key] > 0
+        assert row["files_bytes_per_item"] == pytest.approx(row["snapshot_bytes_per_item"], 1e-3)
+        assert row["sample_draws_per_s"] > 0 and row["refresh_step_s"] > 0
+    assert full["files_bytes_per_item"] - compact["files_bytes_per_item"] == pytest.approx(4, 1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # inputs and states removed
