@@ -39,27 +39,25 @@ STATE_FILE = "state.pt"
 COMPLETE_FILE = "COMPLETE"
 
 
-def _replace_arrays(value: Any, visit: Callable[[np.ndarray], Any]) -> Any:
-    """``value`` with every numpy array in it (at any depth of dicts and lists) replaced by
-    ``visit(array)``."""
-    if isinstance(value, np.ndarray):
-        return visit(value)
-    if isinstance(value, dict):
-        return {key: _replace_arrays(item, visit) for key, item in value.items()}
+def _replace_leaves(value: Any, visit: Callable[[Any], Any]) -> Any:
+    """``value`` with each leaf (at any depth of dicts and lists) replaced by ``visit(leaf)``;
+    a numpy array and an array-file marker ``{ARRAY_KEY: name}`` are leaves."""
+    if isinstance(value, dict) and set(value) != {ARRAY_KEY}:
+        return {key: _replace_leaves(item, visit) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_replace_arrays(item, visit) for item in value)
-    return value
+        return type(value)(_replace_leaves(item, visit) for item in value)
+    return visit(value)
 
 
 def _write_flat(array: np.ndarray, file: Path) -> None:
     """The row-major flattening of ``array`` (any shape and strides) into ``file`` as a 1-D
     ``.npy``, a chunk of about :data:`CHUNK` elements at a time."""
     out = np.lib.format.open_memmap(file, mode="w+", dtype=array.dtype, shape=(array.size,))
-    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
-    width = rows.shape[1] if rows.shape[0] else 1
-    step = max(1, CHUNK // max(width, 1))
-    for start in range(0, rows.shape[0], step):
-        stop = min(rows.shape[0], start + step)
+    rows = array.reshape(len(array), -1) if array.ndim > 1 else array[:, None]
+    width = rows.shape[1]
+    step = max(1, CHUNK // width)
+    for start in range(0, len(rows), step):
+        stop = min(len(rows), start + step)
         out[start * width : stop * width] = rows[start:stop].reshape(-1)
     out.flush()
     del out
@@ -87,14 +85,16 @@ def save_state(reweighter: Reweighter, path: str | os.PathLike[str]) -> Path:
     partial.mkdir(parents=True)
     files: list[str] = []
 
-    def write(array: np.ndarray) -> dict[str, str]:
+    def write(leaf: Any) -> Any:
+        if not isinstance(leaf, np.ndarray):
+            return leaf
         name = f"array-{len(files):04d}.npy"
-        _write_flat(array, partial / name)
+        _write_flat(leaf, partial / name)
         files.append(name)
         return {ARRAY_KEY: name}
 
     with item_state_views():
-        state = _replace_arrays(reweighter.state_dict(), write)
+        state = _replace_leaves(reweighter.state_dict(), write)
     torch.save(state, partial / STATE_FILE)
     (partial / COMPLETE_FILE).write_text("\n".join(files) + "\n")
     if path.exists():
@@ -109,14 +109,15 @@ def save_state(reweighter: Reweighter, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _read_arrays(value: Any, directory: Path) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {ARRAY_KEY}:
-            return np.load(directory / str(value[ARRAY_KEY]), mmap_mode="r")
-        return {key: _read_arrays(item, directory) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_read_arrays(item, directory) for item in value)
-    return value
+def _read_arrays(state: Any, directory: Path) -> Any:
+    """``state`` with each array-file marker replaced by its file, memory-mapped."""
+
+    def read(leaf: Any) -> Any:
+        if isinstance(leaf, dict):  # a marker
+            return np.load(directory / str(leaf[ARRAY_KEY]), mmap_mode="r")
+        return leaf
+
+    return _replace_leaves(state, read)
 
 
 def load_state(reweighter: Reweighter, path: str | os.PathLike[str]) -> None:

@@ -54,6 +54,7 @@ from reweight.table_state import (
     check_priority_params,
     check_step,
     check_table_params,
+    check_track_last_seen,
     chunks,
     exact_sum,
     parse_state,
@@ -123,13 +124,7 @@ class LossTable:
         self._prior: str | float = prior
         self._relax = relax_steps
         self._snapshot_size = int(snapshot_size)
-        if not isinstance(track_last_seen, (bool, np.bool_)):
-            raise TypeError(f"track_last_seen must be True or False, got {track_last_seen!r}.")
-        if not track_last_seen and relax_steps is not None:
-            raise ValueError(
-                f"relax_steps={relax_steps!r} needs each item's last-seen step; keep "
-                "track_last_seen=True, or set relax_steps=None."
-            )
+        track_last_seen = check_track_last_seen(track_last_seen, relax_steps)
         # Unseen: last-seen step -1, or, without last-seen steps, a NaN EMA (never stored
         # otherwise: non-finite losses are ignored).
         self._last: np.ndarray | None = (

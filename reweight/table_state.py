@@ -31,6 +31,7 @@ __all__ = [
     "check_priority_params",
     "check_step",
     "check_table_params",
+    "check_track_last_seen",
     "chunks",
     "exact_sum",
     "parse_state",
@@ -96,6 +97,24 @@ def check_table_params(
                 f"got {relax_steps!r}."
             )
     return value, estimate, relax
+
+
+def check_track_last_seen(track_last_seen: Any, relax_steps: Any, *, prefix: str = "") -> bool:
+    """Validates ``track_last_seen`` (a bool; False only without ``relax_steps``, which needs
+    each item's last-seen step) and returns it.
+
+    Example:
+        >>> check_track_last_seen(False, None)
+        False
+    """
+    if not isinstance(track_last_seen, (bool, np.bool_)):
+        raise TypeError(f"{prefix}track_last_seen must be True or False, got {track_last_seen!r}.")
+    if not track_last_seen and relax_steps is not None:
+        raise ValueError(
+            f"{prefix}relax_steps={relax_steps!r} needs each item's last-seen step; keep "
+            "track_last_seen=True, or set relax_steps=None."
+        )
+    return bool(track_last_seen)
 
 
 def check_priority_params(

@@ -47,6 +47,14 @@ def train(rw: Reweighter, draws: Any, steps: int, rng: np.random.Generator) -> l
     return seen
 
 
+def trained(steps: int) -> tuple[Reweighter, Any]:
+    """:func:`every_source` after ``steps`` training steps, and its draw iterator."""
+    rw = every_source()
+    draws = iter(rw.sampler)
+    train(rw, draws, steps, np.random.default_rng(0))
+    return rw, draws
+
+
 @pytest.fixture
 def small_chunks(monkeypatch: Any) -> None:
     """Chunks of 256 elements, so that the arrays are written in many pieces."""
@@ -64,7 +72,9 @@ def test_a_saved_directory_holds_the_state_dict_and_resumes_bitwise(
     path = reference.save(tmp_path / "rw")
     assert (path / "COMPLETE").is_file()
     loaded = reweight.state_files._read_arrays(torch.load(path / "state.pt"), path)
-    as_tensors = reweight.state_files._replace_arrays(loaded, lambda a: torch.from_numpy(a.copy()))
+    as_tensors = reweight.state_files._replace_leaves(
+        loaded, lambda a: torch.from_numpy(a.copy()) if isinstance(a, np.ndarray) else a
+    )
     assert_states_equal(as_tensors, reference.state_dict())
 
     resumed.load(path)
@@ -76,8 +86,7 @@ def test_a_saved_directory_holds_the_state_dict_and_resumes_bitwise(
 
 
 def test_saving_hands_out_views_not_copies() -> None:
-    rw = every_source()
-    train(rw, iter(rw.sampler), 3, np.random.default_rng(0))
+    rw, _ = trained(3)
     with item_state_views():
         state = rw.state_dict()
     table = rw.sources[-1].table
@@ -90,9 +99,7 @@ def test_saving_hands_out_views_not_copies() -> None:
 
 
 def test_the_files_do_not_follow_later_changes(tmp_path: Path) -> None:
-    rw = every_source()
-    draws = iter(rw.sampler)
-    train(rw, draws, 3, np.random.default_rng(0))
+    rw, draws = trained(3)
     before = rw.state_dict()
     rw.save(tmp_path / "rw")
     train(rw, draws, 4, np.random.default_rng(1))
@@ -102,9 +109,7 @@ def test_the_files_do_not_follow_later_changes(tmp_path: Path) -> None:
 
 
 def test_a_new_save_replaces_the_old_only_when_complete(tmp_path: Path, monkeypatch: Any) -> None:
-    rw = every_source()
-    draws = iter(rw.sampler)
-    train(rw, draws, 2, np.random.default_rng(0))
+    rw, draws = trained(2)
     first = rw.state_dict()
     rw.save(tmp_path / "rw")
     train(rw, draws, 2, np.random.default_rng(1))
@@ -134,9 +139,7 @@ def test_a_new_save_replaces_the_old_only_when_complete(tmp_path: Path, monkeypa
 
 
 def test_bad_directories_are_refused_and_change_nothing(tmp_path: Path) -> None:
-    rw = every_source()
-    draws = iter(rw.sampler)
-    train(rw, draws, 3, np.random.default_rng(0))
+    rw, _ = trained(3)
     path = rw.save(tmp_path / "rw")
     target = every_source()
     train(target, iter(target.sampler), 2, np.random.default_rng(3))

@@ -10,6 +10,7 @@ import numpy as np
 from reweight._checks import FLOAT32_TINY, check_choice, check_int, check_range
 from reweight.sources.base import GlobalBatch, ItemUpdate, Layout, Source
 from reweight.table import PRIORITY_METHODS, LossTable, check_priority_params, check_table_params
+from reweight.table_state import check_track_last_seen
 
 __all__ = ["LossPriority"]
 
@@ -97,15 +98,7 @@ class LossPriority(Source):
                 minimum=1,
                 hint="the relaxation time constant in steps, or None for no relaxation.",
             )
-        if not isinstance(self.track_last_seen, bool):
-            raise TypeError(
-                f"{prefix}track_last_seen must be True or False, got {self.track_last_seen!r}."
-            )
-        if not self.track_last_seen and self.relax_steps is not None:
-            raise ValueError(
-                f"{prefix}relax_steps={self.relax_steps!r} needs each item's last-seen step; "
-                "keep track_last_seen=True, or set relax_steps=None."
-            )
+        check_track_last_seen(self.track_last_seen, self.relax_steps, prefix=prefix)
         check_int(
             f"{prefix}refresh_every",
             self.refresh_every,
